@@ -1,0 +1,1 @@
+"""Everything that touches a physical device, each behind a small interface with a fake beside it."""

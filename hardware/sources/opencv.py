@@ -1,0 +1,92 @@
+"""Video files, network streams (RTSP, HTTP/MJPEG) and V4L2 devices through OpenCV."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import numpy as np
+
+from hardware.sources.base import CorruptFrame, EndOfStream, FrameSource, SourceError
+
+logger = logging.getLogger(__name__)
+
+_CREDENTIALS = re.compile(r"//[^/@]+@")
+
+
+def redact_url(url: str) -> str:
+    """The URL with any user:password@ part replaced, for logs and health."""
+    return _CREDENTIALS.sub("//***@", url)
+
+
+class OpenCVSource(FrameSource):
+    """A cv2.VideoCapture: grab() demuxes, retrieve() decodes and converts."""
+
+    def __init__(
+        self,
+        target: str | int,
+        *,
+        live: bool,
+        fps: float = 0.0,
+        loop: bool = False,
+        open_timeout_ms: int = 5000,
+        read_timeout_ms: int = 5000,
+    ) -> None:
+        self.target = target
+        self.live = live
+        self.fps = fps
+        self.loop = loop
+        self.open_timeout_ms = open_timeout_ms
+        self.read_timeout_ms = read_timeout_ms
+        self._cap: Any = None
+
+    def describe(self) -> str:
+        """File path, redacted URL or device index."""
+        return redact_url(self.target) if isinstance(self.target, str) else f"/dev/video{self.target}"
+
+    def open(self) -> None:
+        """Open the capture with timeouts so that a dead stream cannot hang the loop."""
+        import cv2
+
+        self.release()
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.open_timeout_ms,
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC, self.read_timeout_ms,
+        ]
+        backend = cv2.CAP_V4L2 if isinstance(self.target, int) else cv2.CAP_FFMPEG
+        cap = cv2.VideoCapture(self.target, backend, params)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"cannot open {self.describe()}")
+        if not self.live and not self.fps:
+            native = cap.get(cv2.CAP_PROP_FPS)
+            self.fps = float(native) if 0 < native < 1000 else 0.0
+        self._cap = cap
+
+    def grab(self) -> None:
+        """Read the next packet; at the end of a file rewind (loop) or raise EndOfStream."""
+        if self._cap is None:
+            raise SourceError(f"{self.describe()} is not open")
+        if self._cap.grab():
+            return
+        if self.live:
+            raise SourceError(f"{self.describe()}: stream stopped delivering frames")
+        if not self.loop:
+            raise EndOfStream(self.describe())
+        self.open()
+        if not self._cap.grab():
+            raise SourceError(f"{self.describe()}: no frames after rewinding")
+
+    def retrieve(self) -> np.ndarray:
+        """Decode the grabbed frame."""
+        ok, image = self._cap.retrieve()
+        if not ok or image is None or image.size == 0:
+            raise CorruptFrame(f"{self.describe()}: frame could not be decoded")
+        return image
+
+    def release(self) -> None:
+        """Close the capture."""
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
