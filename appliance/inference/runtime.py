@@ -111,8 +111,7 @@ class ModelRunner:
         missing = needed - outputs
         if missing:
             raise ModelPackageError(
-                f"{where}: {self.manifest.kind} model lacks outputs {sorted(missing)} "
-                f"(has {sorted(outputs)})"
+                f"{where}: {self.manifest.kind} model lacks outputs {sorted(missing)} (has {sorted(outputs)})"
             )
 
     def blob(self, image: np.ndarray) -> np.ndarray:
@@ -138,13 +137,13 @@ class ModelRunner:
             return self._detections(named, width, height, compute_ms)
         return self._scored(named, width, height, compute_ms)
 
-    def _scored(
-        self, named: dict[str, np.ndarray], width: int, height: int, compute_ms: float
-    ) -> Inference:
+    def _scored(self, named: dict[str, np.ndarray], width: int, height: int, compute_ms: float) -> Inference:
         score = float(np.asarray(named["score"]).reshape(-1)[0])
         defect_map = named.get("defect_map")
-        small_map = None if defect_map is None else np.asarray(defect_map)[0].reshape(
-            defect_map.shape[-2], defect_map.shape[-1]
+        small_map = (
+            None
+            if defect_map is None
+            else np.asarray(defect_map)[0].reshape(defect_map.shape[-2], defect_map.shape[-1])
         )
         failing = score >= self.manifest.threshold
         defect_class = self._class_from_probs(named.get("class_probs")) if failing else None
@@ -172,8 +171,13 @@ class ModelRunner:
         boxes = np.asarray(named["boxes"])[0]
         scores = np.asarray(named["scores"])[0]
         defects = nms_per_class(
-            boxes, scores, self.manifest.labels, self.manifest.min_box_score,
-            self.manifest.nms_iou, width, height,
+            boxes,
+            scores,
+            self.manifest.labels,
+            self.manifest.min_box_score,
+            self.manifest.nms_iou,
+            width,
+            height,
         )
         score = max((d.confidence for d in defects), default=0.0)
         top = max(defects, key=lambda d: d.confidence).cls if defects else None
@@ -217,9 +221,7 @@ def nms_per_class(
         keep = np.flatnonzero(cls_scores >= min_score)
         if keep.size == 0:
             continue
-        picked = cv2.dnn.NMSBoxes(
-            xywh[keep].tolist(), cls_scores[keep].tolist(), min_score, iou
-        )
+        picked = cv2.dnn.NMSBoxes(xywh[keep].tolist(), cls_scores[keep].tolist(), min_score, iou)
         for i in np.asarray(picked).reshape(-1):
             x1, y1, x2, y2 = pixel[keep[i]]
             box = (int(max(0, x1)), int(max(0, y1)), int(min(width, x2)), int(min(height, y2)))

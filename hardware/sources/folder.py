@@ -61,8 +61,7 @@ class FolderSource(FrameSource):
         if not self.folder.is_dir():
             raise SourceError(f"folder {self.folder} does not exist")
         files = sorted(
-            p for p in self.folder.rglob("*")
-            if p.suffix.lower() in IMAGE_SUFFIXES and not _is_mask(p)
+            p for p in self.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not _is_mask(p)
         )
         if not files:
             raise SourceError(f"folder {self.folder} holds no images")

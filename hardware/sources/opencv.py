@@ -51,8 +51,10 @@ class OpenCVSource(FrameSource):
 
         self.release()
         params = [
-            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.open_timeout_ms,
-            cv2.CAP_PROP_READ_TIMEOUT_MSEC, self.read_timeout_ms,
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            self.open_timeout_ms,
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            self.read_timeout_ms,
         ]
         backend = cv2.CAP_V4L2 if isinstance(self.target, int) else cv2.CAP_FFMPEG
         cap = cv2.VideoCapture(self.target, backend, params)

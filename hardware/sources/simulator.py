@@ -103,11 +103,26 @@ class LineSimulator(FrameSource):
         return level + column + grain + band[None, :] + shade
 
 
-def _soft_blob(image: np.ndarray, centre: tuple[float, float], axes: tuple[float, float],
-               angle: float, delta: float, blur: float) -> None:
+def _soft_blob(
+    image: np.ndarray,
+    centre: tuple[float, float],
+    axes: tuple[float, float],
+    angle: float,
+    delta: float,
+    blur: float,
+) -> None:
     mask = np.zeros(image.shape, np.float32)
-    cv2.ellipse(mask, (int(centre[0]), int(centre[1])), (max(1, int(axes[0])), max(1, int(axes[1]))),
-                angle, 0, 360, 1.0, -1, cv2.LINE_AA)
+    cv2.ellipse(
+        mask,
+        (int(centre[0]), int(centre[1])),
+        (max(1, int(axes[0])), max(1, int(axes[1]))),
+        angle,
+        0,
+        360,
+        1.0,
+        -1,
+        cv2.LINE_AA,
+    )
     if blur > 0:
         mask = cv2.GaussianBlur(mask, (0, 0), blur)
     image += delta * mask
@@ -121,7 +136,7 @@ def _draw_tile_edges(image: np.ndarray, rng: np.random.Generator) -> None:
             x = int(rng.integers(0, 6)) if side == 0 else w - 1 - int(rng.integers(0, 6))
             width = int(rng.integers(2, 6))
             lo, hi = (x, x + width) if side == 0 else (x - width, x)
-            image[:, max(0, lo):max(1, hi)] *= rng.uniform(0.3, 0.6)
+            image[:, max(0, lo) : max(1, hi)] *= rng.uniform(0.3, 0.6)
 
 
 def _blowhole(image: np.ndarray, rng: np.random.Generator) -> None:
@@ -129,8 +144,9 @@ def _blowhole(image: np.ndarray, rng: np.random.Generator) -> None:
     for _ in range(int(rng.integers(1, 3))):
         r = rng.uniform(3, 9) * w / 320
         centre = (rng.uniform(0.15, 0.85) * w, rng.uniform(0.15, 0.85) * h)
-        _soft_blob(image, centre, (r * rng.uniform(1.0, 1.8), r), rng.uniform(0, 180),
-                   -rng.uniform(45, 70), 1.0)
+        _soft_blob(
+            image, centre, (r * rng.uniform(1.0, 1.8), r), rng.uniform(0, 180), -rng.uniform(45, 70), 1.0
+        )
 
 
 def _crack(image: np.ndarray, rng: np.random.Generator) -> None:
@@ -157,8 +173,15 @@ def _break(image: np.ndarray, rng: np.random.Generator) -> None:
     depth = rng.uniform(0.04, 0.12) * h
     edge_y = 0 if top else h - 1
     inner_y = depth if top else h - 1 - depth
-    poly = np.array([(x0, edge_y), (x0 + span * 0.3, inner_y), (x0 + span * 0.7,
-                     inner_y + rng.normal(0, depth * 0.2)), (x0 + span, edge_y)], np.int32)
+    poly = np.array(
+        [
+            (x0, edge_y),
+            (x0 + span * 0.3, inner_y),
+            (x0 + span * 0.7, inner_y + rng.normal(0, depth * 0.2)),
+            (x0 + span, edge_y),
+        ],
+        np.int32,
+    )
     mask = np.zeros(image.shape, np.float32)
     cv2.fillPoly(mask, [poly], 1.0, cv2.LINE_AA)
     mask = cv2.GaussianBlur(mask, (0, 0), 1.0)

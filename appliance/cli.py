@@ -1,0 +1,132 @@
+"""The `appliance` command: run, check-config, bench, users, token."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from appliance.config import ConfigError, Settings, load_settings
+from appliance.logs import configure_logging
+
+logger = logging.getLogger("appliance")
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(prog="appliance", description="On-premise industrial vision appliance.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="Run the appliance (no --config: the embedded demo).")
+    run.add_argument("--config", type=Path, help="TOML config file (default: $APPLIANCE_CONFIG or the demo).")
+    run.add_argument("--duration", type=float, help="Stop after SECONDS of inspection.")
+
+    check = sub.add_parser("check-config", help="Validate a config file; exit 0 when it is good.")
+    check.add_argument("file", type=Path)
+
+    bench = sub.add_parser("bench", help="Measure the pipeline on this box.")
+    bench.add_argument("--json", action="store_true", help="Print one JSON object.")
+    bench.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    token = sub.add_parser("token", help="API tokens for machines.")
+    token_sub = token.add_subparsers(dest="action", required=True)
+    create = token_sub.add_parser("create", help="Create a token; prints it alone on the last line.")
+    create.add_argument("name")
+    create.add_argument("--role", required=True, choices=["viewer", "operator", "engineer", "admin"])
+    create.add_argument("--config", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    handlers = {"run": cmd_run, "check-config": cmd_check_config, "token": cmd_token, "bench": cmd_bench}
+    return handlers[args.command](args)
+
+
+def _settings(path: Path | None) -> Settings | None:
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate a config file, naming the bad key and why."""
+    settings = _settings(args.file)
+    if settings is None:
+        return EXIT_CONFIG
+    cameras = sum(len(line.cameras) for line in settings.lines)
+    print(f"{args.file}: ok ({len(settings.lines)} line(s), {cameras} camera(s), node {settings.node_id})")
+    return EXIT_OK
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Create an API bearer token."""
+    from appliance.auth import create_token
+    from appliance.store.db import open_store
+
+    settings = _settings(args.config)
+    if settings is None:
+        return EXIT_CONFIG
+    conn = open_store(settings.db_path)
+    try:
+        token = create_token(conn, args.name, args.role)
+    finally:
+        conn.close()
+    print(f"token for {args.name} (role {args.role}); shown once, store it safely:")
+    print(token)
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Benchmarks (see appliance.bench)."""
+    from appliance import bench
+
+    return bench.main(args)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run until --duration elapses, SIGTERM/SIGINT arrives or a fatal error happens."""
+    from appliance.service import Service, ServiceError
+    from appliance.wiring import add_components
+
+    settings = _settings(args.config)
+    if settings is None:
+        return EXIT_CONFIG
+    configure_logging(settings.log_level)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logger.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    service = Service(settings)
+    try:
+        add_components(service)
+        service.start(on_progress=lambda msg: logger.info("%s", msg))
+    except ServiceError as exc:
+        logger.error("cannot start: %s", exc)
+        return EXIT_FAILURE
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    code = EXIT_OK
+    while not stop.wait(0.2):
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        reason = service.fatal
+        if reason:
+            logger.error("fatal: %s", reason)
+            code = EXIT_FAILURE
+            break
+    service.stop()
+    return code if service.fatal is None else EXIT_FAILURE

@@ -1,0 +1,395 @@
+"""One closed, validated configuration tree.
+
+Read from a TOML file (or the embedded default) and then overridden from the environment as
+``APPLIANCE_<SECTION>__<KEY>`` (pydantic-settings' nested delimiter): the environment wins over
+the file. Every field has a description and bounds; unknown keys are errors. Secrets never live
+in the tree: fields ending in ``_file`` point at files (or systemd credentials).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "default.toml"
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # safe in MQTT topics, S3 keys and file names
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the key and the reason."""
+
+
+class Section(BaseModel):
+    """Base for every config section: closed (unknown keys are errors)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- camera sources -------------------------------------------------------------------------
+
+
+class SimulatorSource(Section):
+    """The built-in line simulator: synthetic magnetic-tile parts, some defective."""
+
+    kind: Literal["simulator"] = "simulator"
+    fps: float = Field(10.0, gt=0, le=1000, description="Parts per second passing the camera.")
+    defect_rate: float = Field(0.2, ge=0, le=1, description="Probability that a part is defective.")
+    defect_kinds: list[Literal["blowhole", "crack", "break", "fray", "uneven"]] = Field(
+        default_factory=lambda: ["blowhole", "crack", "break", "fray", "uneven"],
+        description="Defect kinds the simulator draws.",
+    )
+    width: int = Field(320, ge=32, le=4096, description="Frame width in pixels.")
+    height: int = Field(320, ge=32, le=4096, description="Frame height in pixels.")
+    seed: int = Field(0, ge=0, description="Random seed (same seed, same parts).")
+
+
+class FolderSource(Section):
+    """A folder of images replayed as a camera (sub-folder names are the ground truth)."""
+
+    kind: Literal["folder"] = "folder"
+    path: Path = Field(description="Folder to replay (searched recursively).")
+    fps: float = Field(5.0, ge=0, le=1000, description="Replay rate; 0 = as fast as inference.")
+    loop: bool = Field(True, description="Start again at the end.")
+    shuffle: bool = Field(False, description="Shuffle the order (seeded).")
+    seed: int = Field(0, ge=0, description="Shuffle seed.")
+
+
+class FileSource(Section):
+    """A video file replayed as a camera."""
+
+    kind: Literal["file"] = "file"
+    path: Path = Field(description="Video file (anything FFmpeg reads).")
+    fps: float = Field(0.0, ge=0, le=1000, description="Replay rate; 0 = the file's own rate.")
+    loop: bool = Field(True, description="Start again at the end.")
+
+
+class StreamSource(Section):
+    """A network camera: RTSP, HTTP MJPEG or anything FFmpeg opens by URL."""
+
+    kind: Literal["stream"] = "stream"
+    url: str = Field(
+        pattern=r"^(rtsp|rtsps|http|https|rtmp|udp|tcp)://",
+        description="Stream URL; put credentials in url_file instead when they are secret.",
+    )
+    open_timeout_ms: int = Field(5000, ge=100, le=60000, description="Open timeout.")
+    read_timeout_ms: int = Field(5000, ge=100, le=60000, description="Read timeout.")
+
+
+class DeviceSource(Section):
+    """A V4L2 camera (/dev/videoN)."""
+
+    kind: Literal["v4l2"] = "v4l2"
+    device: int = Field(0, ge=0, le=63, description="N in /dev/videoN.")
+
+
+SourceConfig = Annotated[
+    SimulatorSource | FolderSource | FileSource | StreamSource | DeviceSource,
+    Field(discriminator="kind"),
+]
+
+
+class CameraConfig(Section):
+    """One camera on a line."""
+
+    id: str = Field(pattern=ID_PATTERN, description="Camera id, unique on the node.")
+    source: SourceConfig = Field(description="Where frames come from.")
+    drop_policy: Literal["latest", "queue", "block"] = Field(
+        "latest",
+        description=(
+            "latest: one frame waits for inference, newer frames are skipped before decoding "
+            "while it waits (counted); queue: up to queue_depth frames wait (newer ones skipped, "
+            "counted); block: the source waits for inference (replay only, nothing dropped)."
+        ),
+    )
+    queue_depth: int = Field(4, ge=1, le=256, description="Frames that may wait with 'queue'.")
+    reconnect_max_s: float = Field(30.0, ge=0.1, le=3600, description="Backoff cap on reconnect.")
+
+
+# --- ladder ---------------------------------------------------------------------------------
+
+
+class TierConfig(Section):
+    """One decider on a line's ladder: a local model package or the cloud expert."""
+
+    model: str = Field(
+        pattern=r"^(cloud|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$",
+        description="Model package name under models_dir, or 'cloud' for the cloud expert.",
+    )
+    band: tuple[float, float] | None = Field(
+        None,
+        description="Uncertain band [lo, hi): escalate when the score falls in it; "
+        "default from the model's manifest.",
+    )
+
+    @field_validator("band")
+    @classmethod
+    def _ordered(cls, band: tuple[float, float] | None) -> tuple[float, float] | None:
+        if band is not None and not 0.0 <= band[0] <= band[1] <= 1.0:
+            raise ValueError("band must satisfy 0 <= lo <= hi <= 1")
+        return band
+
+
+class LineConfig(Section):
+    """A production line (station): its cameras and the ladder that judges its parts."""
+
+    id: str = Field(pattern=ID_PATTERN, description="Line id, used in MQTT topics.")
+    cameras: list[CameraConfig] = Field(min_length=1, max_length=32, description="Cameras.")
+    tiers: list[TierConfig] = Field(
+        min_length=1, max_length=4, description="Ladder, cheapest first; 'cloud' only last."
+    )
+    deadline_ms: int = Field(
+        250, ge=5, le=60000, description="Time from capture to verdict the line can wait."
+    )
+    backlog: int = Field(64, ge=1, le=10000, description="Frames that may wait for a later tier.")
+
+    @model_validator(mode="after")
+    def _cloud_last(self) -> LineConfig:
+        names = [t.model for t in self.tiers]
+        if "cloud" in names[:-1]:
+            raise ValueError("'cloud' can only be the last tier")
+        if names[0] == "cloud":
+            raise ValueError("the first tier must be a local model")
+        ids = [c.id for c in self.cameras]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"camera ids repeat on line {self.id}: {ids}")
+        return self
+
+
+# --- services -------------------------------------------------------------------------------
+
+
+class StoreConfig(Section):
+    """The SQLite outbox every result goes through."""
+
+    batch_max_rows: int = Field(64, ge=1, le=10000, description="Rows per write transaction.")
+    batch_max_ms: int = Field(20, ge=0, le=5000, description="Longest wait to fill a batch.")
+    queue_size: int = Field(1024, ge=16, le=100000, description="Results waiting for the writer.")
+    busy_timeout_ms: int = Field(5000, ge=100, le=600000, description="SQLite busy timeout.")
+    max_age_days: float = Field(30.0, gt=0, le=3650, description="Oldest result kept.")
+    max_rows: int = Field(5_000_000, ge=1000, description="Most result rows kept.")
+    min_free_mb: int = Field(200, ge=0, description="Below this free disk space, alarm.")
+
+
+class WebConfig(Section):
+    """The local console and HTTP API."""
+
+    enabled: bool = Field(True, description="Serve the console and API.")
+    host: str = Field("127.0.0.1", description="Listen address.")
+    port: int = Field(8080, ge=0, le=65535, description="Listen port (0 = any free port).")
+    tls_cert: Path | None = Field(None, description="PEM certificate; enables HTTPS.")
+    tls_key: Path | None = Field(None, description="PEM private key for tls_cert.")
+    max_body_bytes: int = Field(1_000_000, ge=1024, le=100_000_000, description="Request cap.")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WebConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
+
+
+class MqttConfig(Section):
+    """The plant's MQTT broker."""
+
+    enabled: bool = Field(True, description="Publish to the broker.")
+    host: str = Field("127.0.0.1", description="Broker host.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port.")
+    prefix: str = Field("vision", pattern=r"^[A-Za-z0-9_/-]{1,64}$", description="Topic prefix.")
+    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT version (falls back to 3.1.1).")
+    username: str | None = Field(None, description="Username.")
+    password_file: Path | None = Field(None, description="File holding the password.")
+    tls_ca: Path | None = Field(None, description="CA bundle; enables TLS.")
+    tls_cert: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    tls_key: Path | None = Field(None, description="Client key (mutual TLS).")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="Keepalive interval.")
+    inflight: int = Field(64, ge=1, le=65535, description="Unacknowledged results at once.")
+    reconnect_max_s: float = Field(30.0, ge=1, le=3600, description="Reconnect backoff cap.")
+    health_interval_s: float = Field(10.0, ge=1, le=3600, description="Health publish period.")
+
+
+class SyncConfig(Section):
+    """Store-and-forward to the cloud."""
+
+    target: str = Field(
+        "", pattern=r"^$|^(file|s3)://", description="file:///dir or s3://bucket/prefix; empty = off."
+    )
+    endpoint_url: str | None = Field(None, description="S3 endpoint (MinIO, Ceph...).")
+    policy: Literal["none", "metadata", "crops", "frames"] = Field(
+        "none", description="What may leave the premises (default: nothing)."
+    )
+    interval_s: float = Field(30.0, ge=0.1, le=86400, description="Time between sync rounds.")
+    batch_max_rows: int = Field(5000, ge=1, le=1_000_000, description="Results per batch object.")
+    bandwidth_bytes_s: int = Field(0, ge=0, description="Upload cap in bytes/s; 0 = none.")
+
+
+class Settings(BaseSettings):
+    """The whole appliance configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="APPLIANCE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        title="Vision appliance configuration",
+    )
+
+    node_id: str = Field("demo-node", pattern=ID_PATTERN, description="This appliance's id.")
+    site: str = Field("demo-site", pattern=ID_PATTERN, description="Plant/site id for sync keys.")
+    state_dir: Path = Field(Path("var"), description="SQLite, images and caches live here.")
+    models_dir: Path = Field(REPO_ROOT / "models", description="Where model packages live.")
+    profile: str = Field("auto", description="Edge-box profile (threads, execution providers).")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    lines: list[LineConfig] = Field(min_length=1, max_length=16, description="Production lines.")
+    store: StoreConfig = Field(default_factory=StoreConfig, description="SQLite outbox.")
+    web: WebConfig = Field(default_factory=WebConfig, description="Console and API.")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Plant MQTT broker.")
+    sync: SyncConfig = Field(default_factory=SyncConfig, description="Cloud sync.")
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Settings:
+        lines = [line.id for line in self.lines]
+        if len(lines) != len(set(lines)):
+            raise ValueError(f"line ids repeat: {lines}")
+        cameras = [c.id for line in self.lines for c in line.cameras]
+        if len(cameras) != len(set(cameras)):
+            raise ValueError(f"camera ids repeat across lines: {cameras}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The environment wins over the file (passed as init values)."""
+        return (env_settings, init_settings)
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite outbox file."""
+        return self.state_dir / "appliance.db"
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read `path` (or $APPLIANCE_CONFIG, or the embedded default) and apply env overrides.
+
+    Relative paths in a config file are relative to that file; relative paths from the
+    environment or the embedded default are relative to the working directory.
+    """
+    if path is None and os.environ.get("APPLIANCE_CONFIG"):
+        path = Path(os.environ["APPLIANCE_CONFIG"])
+    source = path or DEFAULT_CONFIG
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(source, text, exc)) from exc
+    file_base = Path.cwd() if path is None else source.resolve().parent
+    for name in ("state_dir", "models_dir"):
+        value: Path = getattr(settings, name)
+        if not value.is_absolute():
+            from_env = f"APPLIANCE_{name.upper()}" in os.environ
+            setattr(settings, name, ((Path.cwd() if from_env else file_base) / value).resolve())
+    return settings
+
+
+def describe_errors(source: Path, text: str, exc: ValidationError) -> str:
+    """One line per problem: file:line: dotted.key: reason (got value)."""
+    lines = []
+    for error in exc.errors():
+        loc = [str(p) for p in error["loc"] if not str(p).startswith("function-after")]
+        loc = [p for p in loc if p not in _UNION_TAGS]
+        key = _dotted(loc) or "(top level)"
+        reason = error["msg"]
+        if error["type"] == "extra_forbidden":
+            reason = "unknown key (not allowed here; check the spelling)"
+        got = error.get("input")
+        shown = (
+            ""
+            if error["type"] in {"missing", "extra_forbidden"} or isinstance(got, dict)
+            else f" (got {got!r})"
+        )
+        env_name = "APPLIANCE_" + "__".join(p for p in loc if not p.isdigit()).upper()
+        where = _line_of(text, loc)
+        if env_name in os.environ:
+            prefix = f"environment {env_name}"
+        else:
+            prefix = f"{source}:{where}" if where else f"{source}"
+        lines.append(f"{prefix}: {key}: {reason}{shown}")
+    return "\n".join(lines)
+
+
+_UNION_TAGS = {"simulator", "folder", "file", "stream", "v4l2"}
+
+
+def _dotted(loc: list[str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out
+
+
+def _line_of(text: str, loc: list[str]) -> int | None:
+    """Line of `loc` (e.g. lines.0.cameras.1.source.path) in the TOML text, best effort.
+
+    Walks the table headers, counting array-of-tables entries so that indices match, and looks
+    inside inline tables; falls back to the line of the longest matching prefix.
+    """
+    target = tuple(loc)
+    best: tuple[int, int] | None = None  # (matched length, line number)
+    table: tuple[str, ...] = ()
+    counters: dict[tuple[str, ...], int] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        header = re.match(r"^\[\[\s*([\w.-]+)\s*\]\]$|^\[\s*([\w.-]+)\s*\]$", line)
+        if header:
+            names = (header.group(1) or header.group(2)).split(".")
+            path: tuple[str, ...] = ()
+            for name in names[:-1]:
+                path += (name,)
+                if path in counters:
+                    path += (str(counters[path]),)
+            path += (names[-1],)
+            if header.group(1):
+                counters[path] = counters.get(path, -1) + 1
+                # A new parent entry restarts the count of its children.
+                for key in [k for k in counters if len(k) > len(path) and k[: len(path)] == path]:
+                    del counters[key]
+                path += (str(counters[path]),)
+            table = path
+            candidates = [table]
+        else:
+            key = re.match(r"^([\w-]+)\s*=", line)
+            if not key:
+                continue
+            candidates = [table + (key.group(1),)]
+            candidates += [table + (key.group(1), inner) for inner in re.findall(r"([\w-]+)\s*=", line)[1:]]
+        for candidate in candidates:
+            size = _common_prefix(candidate, target)
+            if size == len(candidate) and (best is None or size > best[0]):
+                best = (size, number)
+    return best[1] if best else None
+
+
+def _common_prefix(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    size = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        size += 1
+    return size

@@ -1,0 +1,461 @@
+"""The placement ladder: the cheapest model answers every part, later tiers look at the unsure.
+
+For each frame, tier 1 runs. When its score falls in its uncertain band, the next tier is asked:
+
+- **inline**, when that tier can still finish before the line's deadline and no other frame
+  would miss its own deadline by waiting: only the later tier's verdict is published;
+- **deferred** otherwise: tier 1's verdict is published at once with ``provisional: true`` and
+  the part joins a bounded backlog; a worker refines it when no fresh frame waits, publishing
+  revision + 1 (``refinement: changed`` or ``confirmed``, ``provisional: false``).
+
+The backlog is persisted (image and row, committed with the provisional verdict), so a
+provisional verdict that survives a crash is refined after the restart. When the backlog is
+full, the policy ``finalize_oldest`` turns the oldest provisional verdict final as it stands
+(``refinement: unrefined``), counted: no provisional verdict is ever left open.
+
+What is still uncertain after the last local tier is offered to the cloud tier as a hard case.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from appliance.inference.runtime import Inference, ModelRunner
+from appliance.results import Frame, ModelRef, Verdict
+
+logger = logging.getLogger(__name__)
+
+BACKLOG_POLICY = "finalize_oldest"
+
+
+class VerdictSink(Protocol):
+    """Where verdicts go (the store writer); `also` runs in the same transaction."""
+
+    def __call__(self, verdict: Verdict, also: Any = None) -> None: ...
+
+
+class HardCaseSink(Protocol):
+    """Receives parts the local ladder stayed unsure about (the sync worker, under policy)."""
+
+    def offer(self, frame: Frame, verdict: Verdict, reason: str) -> None: ...
+
+
+class PendingStore(Protocol):
+    """Persistence of deferred escalations (image + row), so they survive a crash."""
+
+    def save_op(self, escalation: Escalation) -> Callable[[Any], None]: ...
+    def delete_op(self, part_id: str) -> Callable[[Any], None]: ...
+
+
+class Ewma:
+    """Exponentially weighted mean, for per-tier service time."""
+
+    def __init__(self, initial: float, alpha: float = 0.1) -> None:
+        self.value = initial
+        self.alpha = alpha
+
+    def add(self, sample: float) -> None:
+        """Fold in one sample."""
+        self.value += self.alpha * (sample - self.value)
+
+
+@dataclass
+class LocalTier:
+    """A local model on the ladder with its uncertain band and measured service time."""
+
+    index: int  # 1-based
+    runner: ModelRunner
+    band: tuple[float, float]
+    service_ms: Ewma = field(default_factory=lambda: Ewma(5.0))
+
+    @property
+    def model(self) -> ModelRef:
+        """Identity of the model for the payload."""
+        m = self.runner.manifest
+        return ModelRef(m.name, m.version, m.sha256)
+
+    def in_band(self, score: float) -> bool:
+        """True when this tier is unsure about `score`."""
+        lo, hi = self.band
+        return lo <= score < hi
+
+    def run(self, image: Any) -> Inference:
+        """Infer and update the service-time estimate (wall time, what the line waits)."""
+        start = time.perf_counter()
+        result = self.runner.infer(image)
+        self.service_ms.add((time.perf_counter() - start) * 1000.0)
+        return result
+
+    def warm_up(self, image: Any, runs: int = 3) -> None:
+        """Run a few frames so that the first real part does not pay for lazy initialisation."""
+        for _ in range(runs):
+            self.runner.infer(image)
+        samples = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            self.runner.infer(image)
+            samples.append((time.perf_counter() - start) * 1000.0)
+        self.service_ms.value = sorted(samples)[len(samples) // 2]
+
+
+@dataclass
+class Escalation:
+    """A part with a provisional verdict waiting for tier `next_tier`."""
+
+    frame: Frame
+    next_tier: int  # 1-based index of the tier that should look next
+    last: Verdict
+    t_provisional: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class TierStats:
+    """Counters per tier, read by health and /metrics."""
+
+    judged: int = 0
+    escalated: int = 0
+    agreed: int = 0
+    disagreed: int = 0
+    latency_ms_sum: float = 0.0
+
+
+class Ladder:
+    """One line's ladder; shared by the inference workers (thread-safe)."""
+
+    def __init__(
+        self,
+        line_id: str,
+        tiers: list[LocalTier],
+        *,
+        deadline_ms: float,
+        backlog: int,
+        emit: VerdictSink,
+        pending: PendingStore | None = None,
+        hard_cases: HardCaseSink | None = None,
+        cloud: bool = False,
+        observe: Callable[[Frame, Verdict], None] | None = None,
+    ) -> None:
+        if not tiers:
+            raise ValueError("a ladder needs at least one local tier")
+        self.line_id = line_id
+        self.tiers = tiers
+        self.deadline_ms = deadline_ms
+        self.cloud = cloud
+        self._emit = emit
+        self._observe = observe
+        self._pending = pending
+        self.hard_cases = hard_cases
+        self._backlog: deque[Escalation] = deque()
+        self._backlog_max = backlog
+        self._lock = threading.Lock()
+        self.stats = [TierStats() for _ in tiers]
+        self.parts = 0
+        self.inline = 0
+        self.deferred = 0
+        self.deadline_missed = 0
+        self.backlog_finalized = 0
+        self.refined = 0
+        self.errors = 0
+        self.provisional_open = 0
+        self.resolve_ms_sum = 0.0
+        self.resolve_ms_max = 0.0
+
+    # --- the per-frame path ---------------------------------------------------------------
+
+    def judge(self, frame: Frame, queue_slack_ms: Callable[[], float | None]) -> None:
+        """Give `frame` its first verdict; escalate inline or defer, per the deadline."""
+        with self._lock:
+            self.parts += 1
+        tier = self.tiers[0]
+        try:
+            answer = tier.run(frame.image)
+        except Exception as exc:  # a frame the model cannot take becomes an error verdict
+            self._error(frame, exc)
+            return
+        verdict = self._verdict(frame, tier, answer, revision=0, inference_ms=answer.compute_ms)
+        self._count(0, verdict)
+        index = 0
+        while index + 1 < len(self.tiers) and self.tiers[index].in_band(answer.score):
+            nxt = self.tiers[index + 1]
+            with self._lock:
+                self.stats[index].escalated += 1
+            if not self._fits_inline(frame, nxt, queue_slack_ms):
+                self._defer(frame, index + 1, replace(verdict, provisional=True))
+                return
+            try:
+                deeper = nxt.run(frame.image)
+            except Exception as exc:
+                logger.warning(
+                    "tier %d failed, keeping tier %d verdict: %s",
+                    nxt.index,
+                    index + 1,
+                    exc,
+                    extra={"line": self.line_id},
+                )
+                break
+            with self._lock:
+                self.inline += 1
+            deeper_verdict = self._verdict(
+                frame,
+                nxt,
+                deeper,
+                revision=0,
+                inference_ms=verdict.inference_ms + deeper.compute_ms,
+            )
+            self._agreement(index, verdict, deeper_verdict)
+            self._count(index + 1, deeper_verdict)
+            verdict, answer, index = deeper_verdict, deeper, index + 1
+        verdict = replace(verdict, total_ms=_since(frame))
+        if verdict.total_ms > self.deadline_ms:
+            with self._lock:
+                self.deadline_missed += 1
+        self._publish(frame, verdict)
+        self._offer_if_unsure(frame, verdict, index, answer.score)
+
+    def _fits_inline(self, frame: Frame, tier: LocalTier, queue_slack_ms: Callable[[], float | None]) -> bool:
+        """Would running `tier` now keep this part and every waiting part within deadline?"""
+        expected_done = _since(frame) + tier.service_ms.value
+        if expected_done > self.deadline_ms:
+            return False
+        slack = queue_slack_ms()
+        # The oldest waiting frame still needs tier 1 after we finish.
+        return slack is None or slack >= tier.service_ms.value + self.tiers[0].service_ms.value
+
+    def _defer(self, frame: Frame, next_tier: int, provisional: Verdict) -> None:
+        provisional = replace(provisional, total_ms=_since(frame))
+        escalation = Escalation(frame, next_tier + 1, provisional)
+        also = self._pending.save_op(escalation) if self._pending else None
+        if provisional.total_ms > self.deadline_ms:
+            with self._lock:
+                self.deadline_missed += 1
+        self._publish(frame, provisional, also)
+        evicted = None
+        with self._lock:
+            self.deferred += 1
+            self.provisional_open += 1
+            self._backlog.append(escalation)
+            if len(self._backlog) > self._backlog_max:
+                evicted = self._backlog.popleft()
+                self.backlog_finalized += 1
+        if evicted is not None:
+            self._finalize(evicted, "unrefined")
+
+    # --- refinements ----------------------------------------------------------------------
+
+    def backlog_size(self) -> int:
+        """Escalations waiting."""
+        return len(self._backlog)
+
+    def refine_next(self) -> bool:
+        """Refine the oldest deferred part with its next tier; False when there is none."""
+        with self._lock:
+            if not self._backlog:
+                return False
+            escalation = self._backlog.popleft()
+        tier_pos = escalation.next_tier - 1
+        tier = self.tiers[tier_pos]
+        try:
+            answer = tier.run(escalation.frame.image)
+        except Exception as exc:
+            logger.warning("refinement by tier %d failed: %s", tier.index, exc, extra={"line": self.line_id})
+            self._finalize(escalation, "unrefined")
+            return True
+        previous = escalation.last
+        verdict = self._verdict(
+            escalation.frame,
+            tier,
+            answer,
+            revision=previous.revision + 1,
+            inference_ms=previous.inference_ms + answer.compute_ms,
+        )
+        self._agreement(tier_pos - 1, previous, verdict)
+        self._count(tier_pos, verdict)
+        more = tier_pos + 1 < len(self.tiers) and tier.in_band(answer.score)
+        if more:
+            with self._lock:
+                self.stats[tier_pos].escalated += 1
+                self._backlog.append(
+                    Escalation(escalation.frame, escalation.next_tier + 1, replace(verdict, provisional=True))
+                )
+        refinement = "confirmed" if verdict.verdict == previous.verdict else "changed"
+        verdict = replace(verdict, provisional=more, total_ms=_since(escalation.frame), refinement=refinement)
+        also = None
+        if self._pending:
+            also = (
+                self._pending.save_op(self._backlog[-1])
+                if more
+                else self._pending.delete_op(escalation.frame.part_id)
+            )
+        self._publish(escalation.frame, verdict, also)
+        if not more:
+            self._resolved(escalation)
+            self._offer_if_unsure(escalation.frame, verdict, tier_pos, answer.score)
+        return True
+
+    def resume(self, escalation: Escalation) -> None:
+        """Put back an escalation persisted before a restart (its provisional verdict is out)."""
+        with self._lock:
+            self.provisional_open += 1
+            self._backlog.append(escalation)
+
+    def finalize_orphan(self, last: Verdict) -> None:
+        """Close a provisional verdict restored without its image: final as it stands."""
+        final = replace(last, revision=last.revision + 1, provisional=False, refinement="unrefined")
+        also = self._pending.delete_op(last.part_id) if self._pending else None
+        self._emit(final, also)
+        with self._lock:
+            self.refined += 1
+
+    def _finalize(self, escalation: Escalation, why: str) -> None:
+        """Make a provisional verdict final as it stands (its refinement will not happen)."""
+        last = escalation.last
+        final = replace(
+            last,
+            revision=last.revision + 1,
+            provisional=False,
+            total_ms=_since(escalation.frame),
+            refinement=why,
+        )
+        also = self._pending.delete_op(escalation.frame.part_id) if self._pending else None
+        self._publish(escalation.frame, final, also)
+        self._resolved(escalation)
+
+    def _resolved(self, escalation: Escalation) -> None:
+        elapsed = (time.monotonic() - escalation.t_provisional) * 1000.0
+        with self._lock:
+            self.refined += 1
+            self.provisional_open -= 1
+            self.resolve_ms_sum += elapsed
+            self.resolve_ms_max = max(self.resolve_ms_max, elapsed)
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _publish(self, frame: Frame, verdict: Verdict, also: Any = None) -> None:
+        self._emit(verdict, also)
+        if self._observe is not None:
+            self._observe(frame, verdict)
+
+    def _verdict(
+        self, frame: Frame, tier: LocalTier, answer: Inference, *, revision: int, inference_ms: float
+    ) -> Verdict:
+        threshold = tier.runner.manifest.threshold
+        failing = answer.score >= threshold
+        return Verdict(
+            part_id=frame.part_id,
+            revision=revision,
+            line=frame.line,
+            camera=frame.camera,
+            ts_capture_ms=frame.ts_capture_ms,
+            verdict="fail" if failing else "pass",
+            defect_class=answer.defect_class if failing else None,
+            confidence=answer.score if failing else 1.0 - answer.score,
+            score=answer.score,
+            tier=tier.index,
+            provisional=False,
+            defects=answer.defects if failing else (),
+            inference_ms=inference_ms,
+            total_ms=_since(frame),
+            model=tier.model,
+            defect_map=answer.defect_map,
+        )
+
+    def _error(self, frame: Frame, exc: Exception) -> None:
+        logger.error("inference failed: %s", exc, extra={"line": frame.line, "camera": frame.camera})
+        with self._lock:
+            self.errors += 1
+        tier = self.tiers[0]
+        self._publish(
+            frame,
+            Verdict(
+                part_id=frame.part_id,
+                revision=0,
+                line=frame.line,
+                camera=frame.camera,
+                ts_capture_ms=frame.ts_capture_ms,
+                verdict="error",
+                defect_class=None,
+                confidence=0.0,
+                score=0.0,
+                tier=tier.index,
+                provisional=False,
+                defects=(),
+                inference_ms=0.0,
+                total_ms=_since(frame),
+                model=tier.model,
+                error=str(exc)[:200],
+            ),
+        )
+
+    def _count(self, pos: int, verdict: Verdict) -> None:
+        with self._lock:
+            stats = self.stats[pos]
+            stats.judged += 1
+            stats.latency_ms_sum += verdict.inference_ms
+
+    def _agreement(self, pos: int, lower: Verdict, upper: Verdict) -> None:
+        with self._lock:
+            if lower.verdict == upper.verdict:
+                self.stats[pos].agreed += 1
+            else:
+                self.stats[pos].disagreed += 1
+
+    def _offer_if_unsure(self, frame: Frame, verdict: Verdict, pos: int, score: float) -> None:
+        if self.cloud and self.hard_cases is not None and self.tiers[pos].in_band(score):
+            self.hard_cases.offer(frame, verdict, "uncertain")
+
+    def health(self) -> dict[str, Any]:
+        """Ladder figures for health, /metrics and the console."""
+        with self._lock:
+            tiers = []
+            for tier, stats in zip(self.tiers, self.stats, strict=True):
+                compared = stats.agreed + stats.disagreed
+                tiers.append(
+                    {
+                        "tier": tier.index,
+                        "model": tier.runner.manifest.name,
+                        "version": tier.runner.manifest.version,
+                        "band": list(tier.band),
+                        "service_ms": round(tier.service_ms.value, 3),
+                        "judged": stats.judged,
+                        "escalated": stats.escalated,
+                        "escalation_rate": round(stats.escalated / stats.judged, 4) if stats.judged else 0.0,
+                        "agreement_with_next": round(stats.agreed / compared, 4) if compared else None,
+                        "mean_inference_ms": round(stats.latency_ms_sum / stats.judged, 3)
+                        if stats.judged
+                        else None,
+                    }
+                )
+            resolved = self.refined
+            return {
+                "state": "degraded"
+                if self.errors and self.parts and self.errors / self.parts > 0.1
+                else "ok",
+                "deadline_ms": self.deadline_ms,
+                "parts": self.parts,
+                "inline_escalations": self.inline,
+                "deferred_escalations": self.deferred,
+                "deadline_missed": self.deadline_missed,
+                "backlog": len(self._backlog),
+                "backlog_policy": BACKLOG_POLICY,
+                "backlog_finalized": self.backlog_finalized,
+                "provisional_open": self.provisional_open,
+                "provisional_resolved": resolved,
+                "provisional_to_final_ms_mean": round(self.resolve_ms_sum / resolved, 1)
+                if resolved
+                else None,
+                "provisional_to_final_ms_max": round(self.resolve_ms_max, 1),
+                "errors": self.errors,
+                "cloud_tier": self.cloud,
+                "tiers": tiers,
+            }
+
+
+def _since(frame: Frame) -> float:
+    """Milliseconds since the frame was grabbed."""
+    return (time.monotonic() - frame.t_capture) * 1000.0

@@ -1,0 +1,110 @@
+"""The inference workers: fresh frames first, deferred refinements when no frame waits."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from appliance.capture import ReadyQueue
+from appliance.inference.ladder import Ladder
+from appliance.rates import RateCounter
+
+logger = logging.getLogger(__name__)
+
+
+class InferencePool:
+    """`workers` threads sharing the cameras' ready queue and the lines' ladders."""
+
+    def __init__(
+        self, ready: ReadyQueue, ladders: dict[str, Ladder], workers: int, wedge_after_s: float = 30.0
+    ) -> None:
+        self.ready = ready
+        self.ladders = ladders
+        self.workers = workers
+        self.wedge_after_s = wedge_after_s
+        self.frames = RateCounter()
+        self.failures = 0
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._beats: list[float] = []
+        self._order = list(ladders.values())
+        self._turn = itertools.count()
+
+    def start(self) -> None:
+        """Start the worker threads."""
+        self._beats = [time.monotonic()] * self.workers
+        for n in range(self.workers):
+            thread = threading.Thread(target=self._run, args=(n,), name=f"inference-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the frames already taken, then stop; frames still queued are handled first."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.1, deadline - time.monotonic()))
+
+    @property
+    def alive(self) -> bool:
+        """Every worker thread runs and none has been stuck on one frame too long."""
+        now = time.monotonic()
+        return bool(self._threads) and all(
+            t.is_alive() and now - beat < self.wedge_after_s
+            for t, beat in zip(self._threads, self._beats, strict=True)
+        )
+
+    def _run(self, n: int) -> None:
+        while True:
+            self._beats[n] = time.monotonic()
+            try:
+                camera, frame = self.ready.get_nowait()
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                if self._refine_one():
+                    continue
+                try:
+                    camera, frame = self.ready.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+            camera.taken()
+            self._beats[n] = time.monotonic()
+            try:
+                self.ladders[frame.line].judge(frame, self._queue_slack_ms)
+            except Exception:  # thread boundary: one bad frame must not stop inspection
+                self.failures += 1
+                logger.exception(
+                    "inference worker failed on a frame", extra={"line": frame.line, "camera": frame.camera}
+                )
+            self.frames.add()
+
+    def _refine_one(self) -> bool:
+        """Refine one deferred part, rotating over lines so that none starves."""
+        start = next(self._turn)
+        count = len(self._order)
+        return any(self._order[(start + i) % count].refine_next() for i in range(count))
+
+    def _queue_slack_ms(self) -> float | None:
+        """Time left before the oldest waiting frame misses its deadline (None when none waits)."""
+        with self.ready.mutex:
+            if not self.ready.queue:
+                return None
+            _, frame = self.ready.queue[0]
+        ladder = self.ladders[frame.line]
+        return ladder.deadline_ms - (time.monotonic() - frame.t_capture) * 1000.0
+
+    def health(self) -> dict[str, Any]:
+        """Pool state for /api/health."""
+        return {
+            "state": "ok" if self.alive else "error",
+            "workers": self.workers,
+            "fps": round(self.frames.rate(), 2),
+            "frames": self.frames.count,
+            "waiting": self.ready.qsize(),
+            "failures": self.failures,
+        }

@@ -1,0 +1,130 @@
+"""Opening the database and migrating its schema, from the first version on."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+# Each entry upgrades the schema by one version (PRAGMA user_version). Never edit a shipped
+# entry: append a new one, so that every box in the field can walk forward from where it is.
+MIGRATIONS: list[str] = [
+    # 1: the results outbox and a small key/value table
+    """
+    CREATE TABLE results (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        part_id TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        line TEXT NOT NULL,
+        camera TEXT NOT NULL,
+        ts_capture_ms INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        verdict TEXT NOT NULL,
+        defect_class TEXT,
+        confidence REAL,
+        tier INTEGER NOT NULL,
+        provisional INTEGER NOT NULL,
+        payload TEXT NOT NULL,
+        published_ms INTEGER,
+        UNIQUE (part_id, revision)
+    );
+    CREATE INDEX results_unpublished ON results (seq) WHERE published_ms IS NULL;
+    CREATE INDEX results_line_time ON results (line, ts_capture_ms);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE pending_refinements (
+        part_id TEXT PRIMARY KEY,
+        line TEXT NOT NULL,
+        camera TEXT NOT NULL,
+        frame_index INTEGER NOT NULL,
+        ts_capture_ms INTEGER NOT NULL,
+        next_tier INTEGER NOT NULL,
+        revision INTEGER NOT NULL,
+        verdict TEXT NOT NULL,
+        score REAL NOT NULL,
+        image_path TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE api_tokens (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        token_sha256 TEXT NOT NULL UNIQUE,
+        created_ms INTEGER NOT NULL,
+        revoked_ms INTEGER
+    );
+    """,
+]
+
+
+class StoreError(Exception):
+    """The database cannot be opened or migrated."""
+
+
+def connect(path: Path, *, busy_timeout_ms: int = 5000, readonly: bool = False) -> sqlite3.Connection:
+    """A connection in WAL mode with a busy timeout; transactions are explicit (autocommit off)."""
+    try:
+        if readonly:
+            conn = sqlite3.connect(
+                f"file:{path}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=busy_timeout_ms / 1000,
+            )
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+            )
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        if not readonly:
+            conn.execute("PRAGMA journal_mode = WAL")
+            # FULL: a committed result survives power loss, not just a process crash.
+            conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(f"{path}: cannot open database: {exc}") from exc
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, migrations: list[str] | None = None) -> int:
+    """Apply pending migrations, each in its own transaction; return the schema version."""
+    steps = MIGRATIONS if migrations is None else migrations
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > len(steps):
+        raise StoreError(
+            f"database schema version {version} is newer than this software ({len(steps)}); "
+            "refusing to run an older release against it"
+        )
+    for number in range(version, len(steps)):
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _statements(steps[number]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number + 1}")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise StoreError(f"migration {number + 1} failed: {exc}") from exc
+    return len(steps)
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (executescript would commit implicitly)."""
+    parts, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                parts.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        parts.append(buffer.strip())
+    return parts
+
+
+def open_store(path: Path, *, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
+    """Connect and migrate: the writer's connection."""
+    conn = connect(path, busy_timeout_ms=busy_timeout_ms)
+    migrate(conn)
+    return conn

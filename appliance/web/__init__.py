@@ -1,0 +1,1 @@
+"""The local console and HTTP API."""

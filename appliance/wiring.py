@@ -1,0 +1,15 @@
+"""Which consumers a service gets from its settings (web console, MQTT, sync)."""
+
+from __future__ import annotations
+
+from appliance.service import Service
+
+
+def add_components(service: Service) -> None:
+    """Attach the consumers the settings enable."""
+    settings = service.settings
+    if settings.web.enabled:
+        from appliance.web.app import create_app
+        from appliance.web.server import WebServer
+
+        service.add_component("web", WebServer(create_app(service), settings.web))

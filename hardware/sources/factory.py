@@ -1,0 +1,46 @@
+"""Build a FrameSource from its config section; vendor SDKs would be imported lazily here."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hardware.sources.base import FrameSource
+
+if TYPE_CHECKING:
+    from appliance.config import SourceConfig
+
+
+def make_source(config: SourceConfig) -> FrameSource:
+    """The source a camera's config describes."""
+    kind = config.kind
+    if kind == "simulator":
+        from hardware.sources.simulator import LineSimulator
+
+        return LineSimulator(
+            fps=config.fps,
+            defect_rate=config.defect_rate,
+            kinds=tuple(config.defect_kinds),
+            width=config.width,
+            height=config.height,
+            seed=config.seed,
+        )
+    if kind == "folder":
+        from hardware.sources.folder import FolderSource
+
+        return FolderSource(
+            config.path, fps=config.fps, loop=config.loop, shuffle=config.shuffle, seed=config.seed
+        )
+    from hardware.sources.opencv import OpenCVSource
+
+    if kind == "file":
+        return OpenCVSource(str(config.path), live=False, fps=config.fps, loop=config.loop)
+    if kind == "stream":
+        return OpenCVSource(
+            config.url,
+            live=True,
+            open_timeout_ms=config.open_timeout_ms,
+            read_timeout_ms=config.read_timeout_ms,
+        )
+    if kind == "v4l2":
+        return OpenCVSource(config.device, live=True)
+    raise ValueError(f"unknown source kind {kind!r}")
