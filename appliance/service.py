@@ -25,7 +25,7 @@ from appliance.inference.pending import PendingRefinements
 from appliance.inference.pool import InferencePool
 from appliance.inference.runtime import ModelRunner, SessionSettings
 from appliance.live import LiveView
-from appliance.results import Verdict
+from appliance.results import Frame, Verdict
 from appliance.store.db import open_store
 from appliance.store.reader import Reader
 from appliance.store.writer import StoreWriter
@@ -81,9 +81,25 @@ class Service:
         self.ready: ReadyQueue = queue.Queue(maxsize=depth)
         self.pool: InferencePool | None = None
         self.components: dict[str, Component] = {}
+        self._observers: list[Callable[[Frame, Verdict], None]] = [self.live.observe]
         self.started_monotonic: float | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
+
+    def add_observer(self, observer: Callable[[Frame, Verdict], None]) -> None:
+        """Call `observer(frame, verdict)` for every verdict, on the inference thread.
+
+        Observers see the frame (for image retention, hard-case selection, the live view) and
+        must be quick: enqueue or copy, never block on I/O.
+        """
+        self._observers.append(observer)
+
+    def _observe(self, frame: Frame, verdict: Verdict) -> None:
+        for observer in self._observers:
+            try:
+                observer(frame, verdict)
+            except Exception:  # an observer's bug must not stop inspection
+                logger.exception("verdict observer failed", extra={"line": frame.line})
 
     def add_component(self, name: str, component: Component) -> None:
         """Register a consumer (web, mqtt, sync) started after the core and stopped before it."""

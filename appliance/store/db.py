@@ -43,6 +43,47 @@ MIGRATIONS: list[str] = [
         image_path TEXT NOT NULL,
         created_ms INTEGER NOT NULL
     );
+    -- Frames kept on disk (hard cases, failures, samples), within a disk budget. Paths are
+    -- relative to <state_dir>/images. A row whose synced_ms is NULL has not left the box yet
+    -- (or may never, by policy) and is never evicted silently.
+    CREATE TABLE images (
+        part_id TEXT PRIMARY KEY,
+        line TEXT NOT NULL,
+        camera TEXT NOT NULL,
+        ts_capture_ms INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        map_path TEXT,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        synced_ms INTEGER
+    );
+    CREATE INDEX images_age ON images (created_ms);
+    -- Parts selected for re-analysis in the cloud and for the operators' review queue.
+    -- reason: uncertain | disputed | sample | class
+    CREATE TABLE hard_cases (
+        id INTEGER PRIMARY KEY,
+        part_id TEXT NOT NULL,
+        line TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        synced_ms INTEGER,
+        UNIQUE (part_id, reason)
+    );
+    -- Operators' labels (ground truth from the console); each counts as a dispute when it
+    -- disagrees with the latest verdict, and is synced as training data.
+    CREATE TABLE labels (
+        id INTEGER PRIMARY KEY,
+        part_id TEXT NOT NULL,
+        verdict TEXT NOT NULL CHECK (verdict IN ('pass', 'fail')),
+        defect_class TEXT,
+        user TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        synced_ms INTEGER
+    );
+    CREATE INDEX labels_part ON labels (part_id);
     CREATE TABLE api_tokens (
         id INTEGER PRIMARY KEY,
         name TEXT NOT NULL,
