@@ -154,7 +154,13 @@ class Service:
                 logger.exception("stopping %s failed", name)
         self.writer.stop()
         self.reader.close()
-        logger.info("stopped; last seq %d", self.writer.last_seq)
+        parts = sum(ladder.parts for ladder in self.ladders.values())
+        logger.info(
+            "stopped: %d parts judged, last seq %d",
+            parts,
+            self.writer.last_seq,
+            extra={"parts": parts, "last_seq": self.writer.last_seq},
+        )
 
     # --- building -------------------------------------------------------------------------
 

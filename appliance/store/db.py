@@ -145,7 +145,8 @@ def migrate(conn: sqlite3.Connection, migrations: list[str] | None = None) -> in
             conn.execute(f"PRAGMA user_version = {number + 1}")
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise StoreError(f"migration {number + 1} failed: {exc}") from exc
     return len(steps)
 

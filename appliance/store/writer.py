@@ -235,7 +235,8 @@ class StoreWriter:
                     results.append(self._apply(conn, item))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite rolls back by itself on some errors (disk full)
+                conn.execute("ROLLBACK")
             raise
         self._next_seq = next_seq
         self.rows_committed += rows

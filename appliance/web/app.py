@@ -1,7 +1,7 @@
 """The FastAPI application factory: health, results, metrics, live frames."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI resolves dependency annotations at runtime
+# and the dependencies here are closures over the service.
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from appliance.service import Service
 
 
-def create_app(service: Service) -> FastAPI:
+def create_app(service: "Service") -> FastAPI:
     """The console and API for one running service."""
     app = FastAPI(
         title="Vision appliance",

@@ -1,0 +1,1 @@
+"""Fakes of physical devices, for tests, demos and the bench."""
