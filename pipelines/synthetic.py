@@ -4,6 +4,7 @@
   controls the score exactly by painting a grey frame (ladder escalation, bands, deadlines).
 - ``darkspot``: a segmentation model that marks pixels much darker than their neighbourhood
   (blowholes, cracks, breaks) and scores a frame by its strongest mark.
+- ``darkness``: score = 1 - mean / 255, to make two tiers disagree on purpose.
 - ``slow``: like ``brightness`` but burns a fixed amount of compute per frame (deadline tests).
 
 Their manifests say ``synthetic: true``. Needs the `onnx` package (the `dev`/`train` extras).
@@ -29,12 +30,15 @@ def _onnx() -> Any:
     return onnx
 
 
-def _graph_brightness(size: int, work: int = 0) -> Any:
+def _graph_brightness(size: int, work: int = 0, invert: bool = False) -> Any:
     onnx = _onnx()
     h = onnx.helper
     nodes = [h.make_node("ReduceMean", ["image"], ["mean"], keepdims=0, axes=[1, 2, 3])]
     inits = [onnx.numpy_helper.from_array(np.array(1 / 255, np.float32), "inv255")]
-    score_input = "mean"
+    if invert:
+        nodes.append(h.make_node("Sub", ["full", "mean"], ["inverted"]))
+        inits.append(onnx.numpy_helper.from_array(np.array(255.0, np.float32), "full"))
+    score_input = "inverted" if invert else "mean"
     if work:
         # Matrix products whose result is multiplied by zero: compute time without effect.
         w = np.random.default_rng(0).normal(0, 0.01, (work, work)).astype(np.float32)
@@ -42,9 +46,11 @@ def _graph_brightness(size: int, work: int = 0) -> Any:
             onnx.numpy_helper.from_array(w, "w"),
             onnx.numpy_helper.from_array(np.zeros((1,), np.float32), "zero"),
         ]
-        previous = "w"
+        # Scaled by the input so that onnxruntime cannot constant-fold the chain away.
+        nodes.append(h.make_node("Mul", ["w", score_input], ["w_in"]))
+        previous = "w_in"
         for i in range(8):
-            nodes.append(h.make_node("MatMul", [previous, "w"], [f"m{i}"]))
+            nodes.append(h.make_node("MatMul", [previous, "w_in"], [f"m{i}"]))
             previous = f"m{i}"
         nodes += [
             h.make_node("ReduceSum", [previous], ["waste"], keepdims=0),
@@ -116,6 +122,8 @@ def build_package(
     onnx = _onnx()
     if kind == "brightness":
         graph, model_kind = _graph_brightness(size), "classification"
+    elif kind == "darkness":
+        graph, model_kind = _graph_brightness(size, invert=True), "classification"
     elif kind == "slow":
         graph, model_kind = _graph_brightness(size, work=work), "classification"
     elif kind == "darkspot":
@@ -147,7 +155,7 @@ def build_package(
 def main(argv: list[str] | None = None) -> int:
     """Command line: build one synthetic package."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kind", choices=["brightness", "darkspot", "slow"], default="darkspot")
+    parser.add_argument("--kind", choices=["brightness", "darkness", "darkspot", "slow"], default="darkspot")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--size", type=int, default=128)
     args = parser.parse_args(argv)

@@ -25,7 +25,8 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("models")
     build_package(root / "bright1", "brightness", size=32, band=(0.3, 0.7))
     build_package(root / "bright2", "brightness", size=64, band=(0.45, 0.55))
-    build_package(root / "slow2", "slow", size=32, band=(0.45, 0.55), work=384)
+    build_package(root / "slow2", "slow", size=32, band=(0.45, 0.55), work=768)
+    build_package(root / "inverse2", "darkness", size=32, band=(0.45, 0.55))
     build_package(root / "dark", "darkspot", size=64)
     return root
 
@@ -40,6 +41,7 @@ def make_settings(tmp_path: Path, models_dir: Path) -> Callable[..., Settings]:
         line = {
             "id": "line1",
             "deadline_ms": overrides.pop("deadline_ms", 500),
+            "backlog": overrides.pop("backlog", 64),
             "tiers": [{"model": m} for m in (tiers or ["bright1"])],
             "cameras": overrides.pop("cameras", None)
             or [

@@ -104,6 +104,15 @@ class LocalTier:
         self.service_ms.value = sorted(samples)[len(samples) // 2]
 
 
+@dataclass(frozen=True, slots=True)
+class Load:
+    """The inference pool as a worker sees it when deciding to escalate inline."""
+
+    workers: int = 1
+    idle_workers: int = 0  # besides the one asking
+    waiting_slack_ms: float | None = None  # time left for the oldest waiting frame, if any
+
+
 @dataclass
 class Escalation:
     """A part with a provisional verdict waiting for tier `next_tier`."""
@@ -168,7 +177,7 @@ class Ladder:
 
     # --- the per-frame path ---------------------------------------------------------------
 
-    def judge(self, frame: Frame, queue_slack_ms: Callable[[], float | None]) -> None:
+    def judge(self, frame: Frame, load: Callable[[], Load]) -> None:
         """Give `frame` its first verdict; escalate inline or defer, per the deadline."""
         with self._lock:
             self.parts += 1
@@ -185,7 +194,7 @@ class Ladder:
             nxt = self.tiers[index + 1]
             with self._lock:
                 self.stats[index].escalated += 1
-            if not self._fits_inline(frame, nxt, queue_slack_ms):
+            if not self._fits_inline(frame, nxt, load):
                 self._defer(frame, index + 1, replace(verdict, provisional=True))
                 return
             try:
@@ -218,14 +227,22 @@ class Ladder:
         self._publish(frame, verdict)
         self._offer_if_unsure(frame, verdict, index, answer.score)
 
-    def _fits_inline(self, frame: Frame, tier: LocalTier, queue_slack_ms: Callable[[], float | None]) -> bool:
-        """Would running `tier` now keep this part and every waiting part within deadline?"""
+    def _fits_inline(self, frame: Frame, tier: LocalTier, load: Callable[[], Load]) -> bool:
+        """Would running `tier` now keep this part, and every part after it, within deadline?
+
+        Inline work is allowed only while another worker is free for fresh frames (so that a
+        long tier never starves tier 1 of the parts that keep coming) and the oldest waiting
+        frame still has time for tier 1 after it.
+        """
         expected_done = _since(frame) + tier.service_ms.value
         if expected_done > self.deadline_ms:
             return False
-        slack = queue_slack_ms()
-        # The oldest waiting frame still needs tier 1 after we finish.
-        return slack is None or slack >= tier.service_ms.value + self.tiers[0].service_ms.value
+        now = load()
+        if now.workers > 1 and now.idle_workers < 1:
+            return False
+        return now.waiting_slack_ms is None or (
+            now.waiting_slack_ms >= tier.service_ms.value + self.tiers[0].service_ms.value
+        )
 
     def _defer(self, frame: Frame, next_tier: int, provisional: Verdict) -> None:
         provisional = replace(provisional, total_ms=_since(frame))
@@ -247,6 +264,14 @@ class Ladder:
             self._finalize(evicted, "unrefined")
 
     # --- refinements ----------------------------------------------------------------------
+
+    def refinement_fits_single_worker(self) -> bool:
+        """True when the next refinement plus a tier-1 pass fits in the line's deadline."""
+        with self._lock:
+            if not self._backlog:
+                return False
+            tier = self.tiers[self._backlog[0].next_tier - 1]
+        return tier.service_ms.value + self.tiers[0].service_ms.value <= self.deadline_ms
 
     def backlog_size(self) -> int:
         """Escalations waiting."""

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from appliance.capture import ReadyQueue
-from appliance.inference.ladder import Ladder
+from appliance.inference.ladder import Ladder, Load
 from appliance.rates import RateCounter
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,12 @@ class InferencePool:
         self._threads: list[threading.Thread] = []
         self._beats: list[float] = []
         self._order = list(ladders.values())
+        # Refinements never occupy every worker: one stays free for fresh frames, so that a
+        # part arriving during a long refinement still gets its first verdict in time.
+        self._max_refining = max(1, workers - 1)
+        self._refining = 0
+        self._refining_lock = threading.Lock()
+        self._busy = 0
         self._turn = itertools.count()
 
     def start(self) -> None:
@@ -74,29 +80,58 @@ class InferencePool:
                     continue
             camera.taken()
             self._beats[n] = time.monotonic()
+            self._set_busy(+1)
             try:
-                self.ladders[frame.line].judge(frame, self._queue_slack_ms)
+                self.ladders[frame.line].judge(frame, self._load)
             except Exception:  # thread boundary: one bad frame must not stop inspection
                 self.failures += 1
                 logger.exception(
                     "inference worker failed on a frame", extra={"line": frame.line, "camera": frame.camera}
                 )
+            finally:
+                self._set_busy(-1)
             self.frames.add()
 
     def _refine_one(self) -> bool:
-        """Refine one deferred part, rotating over lines so that none starves."""
-        start = next(self._turn)
-        count = len(self._order)
-        return any(self._order[(start + i) % count].refine_next() for i in range(count))
+        """Refine one deferred part, rotating over lines so that none starves.
 
-    def _queue_slack_ms(self) -> float | None:
-        """Time left before the oldest waiting frame misses its deadline (None when none waits)."""
+        With a single worker, a refinement runs only when it is short enough for a frame that
+        arrives meanwhile to still meet its deadline.
+        """
+        with self._refining_lock:
+            if self._refining >= self._max_refining:
+                return False
+            self._refining += 1
+            self._busy += 1
+        try:
+            start = next(self._turn)
+            count = len(self._order)
+            for i in range(count):
+                ladder = self._order[(start + i) % count]
+                if self.workers == 1 and not ladder.refinement_fits_single_worker():
+                    continue
+                if ladder.refine_next():
+                    return True
+            return False
+        finally:
+            with self._refining_lock:
+                self._refining -= 1
+                self._busy -= 1
+
+    def _set_busy(self, delta: int) -> None:
+        with self._refining_lock:
+            self._busy += delta
+
+    def _load(self) -> Load:
+        """Workers free besides the caller, and the slack of the oldest waiting frame."""
+        with self._refining_lock:
+            idle = self.workers - self._busy
         with self.ready.mutex:
-            if not self.ready.queue:
-                return None
-            _, frame = self.ready.queue[0]
-        ladder = self.ladders[frame.line]
-        return ladder.deadline_ms - (time.monotonic() - frame.t_capture) * 1000.0
+            oldest = self.ready.queue[0][1] if self.ready.queue else None
+        slack = None
+        if oldest is not None:
+            slack = self.ladders[oldest.line].deadline_ms - (time.monotonic() - oldest.t_capture) * 1000.0
+        return Load(self.workers, idle, slack)
 
     def health(self) -> dict[str, Any]:
         """Pool state for /api/health."""

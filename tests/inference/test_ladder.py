@@ -1,0 +1,206 @@
+"""The placement ladder with models whose scores are controlled (score = frame brightness)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from appliance.inference.ladder import Escalation, Ladder, Load, LocalTier
+from appliance.inference.package import load_package
+from appliance.inference.runtime import ModelRunner
+from appliance.results import Frame, Verdict, now_ms
+
+
+class Sink:
+    """Collects verdicts the way the store writer would receive them."""
+
+    def __init__(self) -> None:
+        self.verdicts: list[Verdict] = []
+        self.also: list[Any] = []
+
+    def __call__(self, verdict: Verdict, also: Any = None) -> None:
+        self.verdicts.append(verdict)
+        self.also.append(also)
+
+
+def tier(models_dir: Path, name: str, index: int, band: tuple[float, float] | None = None) -> LocalTier:
+    runner = ModelRunner(load_package(models_dir / name))
+    t = LocalTier(index, runner, band or runner.manifest.uncertain_band)
+    t.warm_up(np.zeros((32, 32), np.uint8))
+    return t
+
+
+def frame(value: int, n: int = 1, age_ms: float = 0.0) -> Frame:
+    return Frame(
+        line="line1",
+        camera="cam1",
+        part_id=f"p{n}",
+        index=n,
+        ts_capture_ms=now_ms(),
+        t_capture=time.monotonic() - age_ms / 1000.0,
+        image=np.full((40, 40), value, np.uint8),
+    )
+
+
+def no_queue() -> Load:
+    return Load(workers=2, idle_workers=1)
+
+
+def ladder(
+    models_dir: Path, second: str = "bright2", deadline_ms: float = 500, backlog: int = 8, **kwargs: Any
+) -> tuple[Ladder, Sink]:
+    sink = Sink()
+    tiers = [tier(models_dir, "bright1", 1), tier(models_dir, second, 2)]
+    return Ladder("line1", tiers, deadline_ms=deadline_ms, backlog=backlog, emit=sink, **kwargs), sink
+
+
+def test_out_of_band_scores_are_decided_by_tier_one(models_dir: Path) -> None:
+    lad, sink = ladder(models_dir)
+    lad.judge(frame(25), no_queue)  # 0.10: clearly good
+    lad.judge(frame(230, 2), no_queue)  # 0.90: clearly bad
+    assert [(v.tier, v.verdict, v.revision, v.provisional) for v in sink.verdicts] == [
+        (1, "pass", 0, False),
+        (1, "fail", 0, False),
+    ]
+    assert lad.stats[0].escalated == 0
+
+
+def test_in_band_escalates_inline_when_the_deadline_allows(models_dir: Path) -> None:
+    lad, sink = ladder(models_dir, second="inverse2")
+    lad.judge(frame(110), no_queue)  # tier 1: 0.43 pass (in band); tier 2: 0.57 fail
+    assert len(sink.verdicts) == 1, "inline: only the later tier's verdict is published"
+    v = sink.verdicts[0]
+    assert (v.tier, v.verdict, v.revision, v.provisional) == (2, "fail", 0, False)
+    assert v.model is not None and v.model.name == "inverse2"
+    health = lad.health()
+    assert health["inline_escalations"] == 1
+    assert health["tiers"][0]["agreement_with_next"] == 0.0
+
+
+def test_deadline_miss_gives_a_provisional_verdict_then_a_refinement(models_dir: Path) -> None:
+    lad, sink = ladder(models_dir, second="inverse2", deadline_ms=50)
+    lad.tiers[1].service_ms.value = 80.0  # measured service time longer than the deadline
+    lad.judge(frame(110), no_queue)
+    first = sink.verdicts[0]
+    assert (first.tier, first.verdict, first.revision, first.provisional) == (1, "pass", 0, True)
+    assert lad.backlog_size() == 1
+    assert lad.refine_next()
+    second = sink.verdicts[1]
+    assert second.part_id == first.part_id
+    assert (second.tier, second.verdict, second.revision, second.provisional) == (2, "fail", 1, False)
+    assert second.refinement == "changed"
+    assert second.to_payload("n", 9)["refinement"] == "changed"
+    assert lad.health()["provisional_open"] == 0
+    assert not lad.refine_next()
+
+
+def test_agreement_publishes_a_confirmation(models_dir: Path) -> None:
+    lad, sink = ladder(models_dir, second="bright2", deadline_ms=50)
+    lad.tiers[1].service_ms.value = 80.0
+    lad.judge(frame(140), no_queue)  # 0.55 fail on both tiers
+    lad.refine_next()
+    assert [(v.revision, v.verdict, v.provisional, v.refinement) for v in sink.verdicts] == [
+        (0, "fail", True, None),
+        (1, "fail", False, "confirmed"),
+    ]
+    assert lad.health()["tiers"][0]["agreement_with_next"] == 1.0
+
+
+def test_a_waiting_frame_near_its_deadline_forces_deferral(models_dir: Path) -> None:
+    lad, sink = ladder(models_dir, deadline_ms=100)
+    lad.tiers[1].service_ms.value = 30.0
+    # the oldest waiting frame has 20 ms left: no time for tier 2
+    lad.judge(frame(120), lambda: Load(2, 1, 20.0))
+    assert sink.verdicts[0].provisional is True
+    lad.judge(frame(120, 2), lambda: Load(2, 1, 90.0))  # plenty of slack: inline
+    assert (sink.verdicts[1].tier, sink.verdicts[1].provisional) == (2, False)
+
+
+def test_inline_escalation_needs_another_worker_free_for_fresh_frames(models_dir: Path) -> None:
+    lad, sink = ladder(models_dir, deadline_ms=100)
+    lad.judge(frame(120), lambda: Load(workers=2, idle_workers=0))
+    assert sink.verdicts[0].provisional is True
+    lad.judge(frame(120, 2), lambda: Load(workers=1, idle_workers=0))  # a lone worker may go inline
+    assert sink.verdicts[1].provisional is False
+
+
+def test_full_backlog_finalizes_the_oldest_provisional_verdict(models_dir: Path) -> None:
+    lad, sink = ladder(models_dir, deadline_ms=10, backlog=2)
+    lad.tiers[1].service_ms.value = 50.0
+    for n in range(3):
+        lad.judge(frame(120, n), no_queue)
+    health = lad.health()
+    assert health["backlog"] == 2 and health["backlog_finalized"] == 1
+    finalized = sink.verdicts[-1]
+    assert (finalized.part_id, finalized.revision, finalized.provisional, finalized.refinement) == (
+        "p0",
+        1,
+        False,
+        "unrefined",
+    )
+    while lad.refine_next():
+        pass
+    provisional = {v.part_id for v in sink.verdicts if v.provisional}
+    final = {v.part_id for v in sink.verdicts if not v.provisional and v.revision > 0}
+    assert provisional == final == {"p0", "p1", "p2"}
+
+
+def test_a_frame_the_model_cannot_take_becomes_an_error_verdict(models_dir: Path) -> None:
+    lad, sink = ladder(models_dir)
+    bad = Frame(
+        line="line1",
+        camera="cam1",
+        part_id="bad",
+        index=1,
+        ts_capture_ms=now_ms(),
+        t_capture=time.monotonic(),
+        image=np.zeros((0, 0), np.uint8),
+    )
+    lad.judge(bad, no_queue)
+    assert sink.verdicts[0].verdict == "error"
+    assert sink.verdicts[0].error
+    assert lad.health()["errors"] == 1
+
+
+def test_escalations_are_persisted_with_the_provisional_verdict(models_dir: Path, tmp_path: Path) -> None:
+    from appliance.inference.pending import PendingRefinements
+
+    pending = PendingRefinements(tmp_path / "pending")
+    lad, sink = ladder(models_dir, deadline_ms=10, pending=pending)
+    lad.tiers[1].service_ms.value = 50.0
+    lad.judge(frame(120), no_queue)
+    assert sink.also[0] is not None, "the escalation row must commit with the provisional verdict"
+    assert (tmp_path / "pending" / "p1.png").exists()
+    lad.refine_next()
+    assert sink.also[1] is not None, "the refinement must delete the escalation in its transaction"
+
+
+@pytest.mark.parametrize("value", [60, 120, 200])
+def test_resume_refines_restored_escalations(models_dir: Path, value: int) -> None:
+    lad, sink = ladder(models_dir)
+    last = Verdict(
+        part_id="old",
+        revision=0,
+        line="line1",
+        camera="cam1",
+        ts_capture_ms=now_ms() - 5000,
+        verdict="pass",
+        defect_class=None,
+        confidence=0.5,
+        score=0.45,
+        tier=1,
+        provisional=True,
+        defects=(),
+        inference_ms=0.1,
+        total_ms=1.0,
+        model=None,
+    )
+    lad.resume(Escalation(frame(value, 7), 2, last))
+    assert lad.refine_next()
+    refined = sink.verdicts[0]
+    assert (refined.revision, refined.tier, refined.provisional) == (1, 2, False)
+    assert refined.verdict == ("fail" if value / 255 >= 0.5 else "pass")
