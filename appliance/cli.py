@@ -31,9 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="Validate a config file; exit 0 when it is good.")
     check.add_argument("file", type=Path)
 
-    bench = sub.add_parser("bench", help="Measure the pipeline on this box.")
-    bench.add_argument("--json", action="store_true", help="Print one JSON object.")
-    bench.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    from appliance.bench.cli import add_arguments
+
+    add_arguments(sub.add_parser("bench", help="Measure the pipeline on this box; capacity planning."))
 
     token = sub.add_parser("token", help="API tokens for machines.")
     token_sub = token.add_subparsers(dest="action", required=True)
@@ -89,9 +89,9 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Benchmarks (see appliance.bench)."""
-    from appliance import bench
+    from appliance.bench.cli import main as bench_main
 
-    return bench.main(args)
+    return bench_main(args)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -39,7 +39,9 @@ class SimulatorSource(Section):
     """The built-in line simulator: synthetic magnetic-tile parts, some defective."""
 
     kind: Literal["simulator"] = "simulator"
-    fps: float = Field(10.0, gt=0, le=1000, description="Parts per second passing the camera.")
+    fps: float = Field(
+        10.0, ge=0, le=1000, description="Parts per second passing the camera; 0 = as fast as inference."
+    )
     defect_rate: float = Field(0.2, ge=0, le=1, description="Probability that a part is defective.")
     defect_kinds: list[Literal["blowhole", "crack", "break", "fray", "uneven"]] = Field(
         default_factory=lambda: ["blowhole", "crack", "break", "fray", "uneven"],
@@ -169,7 +171,12 @@ class StoreConfig(Section):
     """The SQLite outbox every result goes through."""
 
     batch_max_rows: int = Field(64, ge=1, le=10000, description="Rows per write transaction.")
-    batch_max_ms: int = Field(20, ge=0, le=5000, description="Longest wait to fill a batch.")
+    batch_max_ms: int = Field(
+        0,
+        ge=0,
+        le=5000,
+        description="Longest wait to fill a batch; 0 = commit what is queued at once (group commit).",
+    )
     queue_size: int = Field(1024, ge=16, le=100000, description="Results waiting for the writer.")
     busy_timeout_ms: int = Field(5000, ge=100, le=600000, description="SQLite busy timeout.")
     max_age_days: float = Field(30.0, gt=0, le=3650, description="Oldest result kept.")

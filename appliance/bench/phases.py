@@ -1,0 +1,317 @@
+"""The bench's measurements, one function per phase, all on the same model, source and box."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from appliance.bench.sampling import CpuClock, percentile, rss_mb
+from appliance.config import CameraConfig, LineConfig, Settings, SourceConfig
+from appliance.inference.package import load_package
+from appliance.inference.runtime import ModelRunner, SessionSettings
+from appliance.service import Service
+from hardware.sources.base import CorruptFrame, FrameSource
+from hardware.sources.factory import make_source
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchContext:
+    """What every phase shares: settings, the ladder under test, the source, the budget."""
+
+    settings: Settings
+    line: LineConfig
+    source: SourceConfig
+    seconds: float
+    cores: int
+    workdir: Path
+    progress: Callable[[str], None]
+    extra_components: Callable[[Service], None] = field(default=lambda _s: None)
+
+    def local_tiers(self) -> list[str]:
+        """Model package names of the local tiers, cheapest first."""
+        return [t.model for t in self.line.tiers if t.model != "cloud"]
+
+    def runner(self, name: str, threads: int = 1, path: Path | None = None) -> ModelRunner:
+        """A runner for `name` with `threads` intra-op threads (spinning off)."""
+        package = load_package(path or self.settings.models_dir / name)
+        return ModelRunner(package, SessionSettings(intra_op_threads=threads))
+
+
+def _open(source_config: SourceConfig, fps: float | None = None) -> FrameSource:
+    config = (
+        source_config.model_copy(update={"fps": fps})
+        if fps is not None and hasattr(source_config, "fps")
+        else source_config
+    )
+    source = make_source(config)
+    source.open()
+    return source
+
+
+def decode_phase(ctx: BenchContext, keep: int = 64) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Decode-only throughput of the source on one thread, and sample frames for later phases."""
+    source = _open(ctx.source, fps=0)
+    frames: list[np.ndarray] = []
+    count = 0
+    deadline = time.perf_counter() + ctx.seconds
+    with CpuClock() as clock:
+        while time.perf_counter() < deadline:
+            source.grab()
+            try:
+                image = source.retrieve()
+            except CorruptFrame:
+                continue
+            if len(frames) < keep:
+                frames.append(image)
+            count += 1
+    source.release()
+    return {
+        "decode_fps": count / clock.wall_s,
+        "decode_cpu_ms": clock.cpu_s * 1000.0 / max(1, count),
+        "decode_wall_ms": clock.wall_s * 1000.0 / max(1, count),
+    }, frames
+
+
+def infer_phase(ctx: BenchContext, frames: list[np.ndarray]) -> dict[str, Any]:
+    """Raw onnxruntime throughput (threads = cores) and per-frame CPU of the ladder (one thread)."""
+    tiers = ctx.local_tiers()
+    first = ctx.runner(tiers[0], threads=ctx.cores)
+    blobs = [first.blob(f) for f in frames]
+    name = first.manifest.input.name
+    for blob in blobs[:8]:
+        first.session.run(None, {name: blob})
+    count = 0
+    deadline = time.perf_counter() + ctx.seconds / 2
+    with CpuClock() as clock:
+        while time.perf_counter() < deadline:
+            first.session.run(None, {name: blobs[count % len(blobs)]})
+            count += 1
+    raw_fps = count / clock.wall_s
+
+    # The ladder on one thread: what one part costs, escalations included.
+    runners = [ctx.runner(t, threads=1) for t in tiers]
+    bands = {t.model: t.band for t in ctx.line.tiers}
+    for r in runners:
+        r.infer(frames[0])
+    cpu_ms: list[float] = []
+    wall_ms: list[float] = []
+    escalated = 0
+    deadline = time.perf_counter() + ctx.seconds / 2
+    n = 0
+    while time.perf_counter() < deadline:
+        image = frames[n % len(frames)]
+        n += 1
+        c0, w0 = time.thread_time(), time.perf_counter()
+        for position, runner in enumerate(runners):
+            answer = runner.infer(image)
+            lo, hi = bands.get(runner.manifest.name) or runner.manifest.uncertain_band
+            if position + 1 < len(runners) and lo <= answer.score < hi:
+                escalated += position == 0
+                continue
+            break
+        cpu_ms.append((time.thread_time() - c0) * 1000.0)
+        wall_ms.append((time.perf_counter() - w0) * 1000.0)
+    return {
+        "model": tiers[0],
+        "ladder": tiers,
+        "raw_infer_fps": raw_fps,
+        "infer_cpu_ms": float(np.mean(cpu_ms)),
+        "infer_wall_ms_p50": percentile(wall_ms, 50),
+        "escalated_fraction": escalated / max(1, n),
+    }
+
+
+def int8_phase(ctx: BenchContext, frames: list[np.ndarray]) -> dict[str, Any]:
+    """INT8 vs FP32 raw speed of the first tier, when its package ships an FP32 reference."""
+    name = ctx.local_tiers()[0]
+    folder = ctx.settings.models_dir / name
+    references = sorted(folder.glob("reference/*.onnx"))
+    if not references:
+        return {"int8_speedup": None, "int8_note": f"{name} ships no FP32 reference to compare with"}
+    import onnxruntime as ort
+
+    from appliance.inference.runtime import make_session
+
+    speeds = {}
+    runner = ctx.runner(name, threads=1)
+    blob = runner.blob(frames[0])
+    for label, path in (("int8", folder / runner.manifest.file), ("fp32", references[0])):
+        session = make_session(str(path), SessionSettings(intra_op_threads=1))
+        feed = {session.get_inputs()[0].name: blob}
+        for _ in range(20):
+            session.run(None, feed)
+        count, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < ctx.seconds / 4:
+            session.run(None, feed)
+            count += 1
+        speeds[label] = count / (time.perf_counter() - t0)
+        del session
+    del ort
+    return {
+        "int8_fps": speeds["int8"],
+        "fp32_fps": speeds["fp32"],
+        "int8_speedup": speeds["int8"] / speeds["fp32"],
+    }
+
+
+def bench_settings(
+    ctx: BenchContext, phase: str, *, streams: int, fps: float, policy: str, mqtt: bool = False
+) -> Settings:
+    """A one-line service configuration for a pipeline phase, state in its own folder."""
+    cameras = []
+    for n in range(streams):
+        source = ctx.source.model_copy(update={"fps": fps}) if hasattr(ctx.source, "fps") else ctx.source
+        if hasattr(source, "seed"):
+            source = source.model_copy(update={"seed": n})
+        cameras.append(CameraConfig(id=f"cam{n + 1}", source=source, drop_policy=policy))
+    line = ctx.line.model_copy(update={"id": "bench", "cameras": cameras})
+    settings = ctx.settings.model_copy(deep=True)
+    settings.lines = [line]
+    settings.state_dir = ctx.workdir / phase
+    settings.web.enabled = False
+    settings.mqtt.enabled = mqtt
+    settings.sync.target = ""
+    return settings
+
+
+def pipeline_phase(
+    ctx: BenchContext,
+    phase: str,
+    *,
+    streams: int,
+    fps: float,
+    policy: str,
+    seconds: float,
+    warmup: float = 1.0,
+    mqtt: bool = False,
+    during: Callable[[Service], None] | None = None,
+) -> dict[str, Any]:
+    """Run the real service and measure parts/s committed, CPU per part and latencies."""
+    settings = bench_settings(ctx, phase, streams=streams, fps=fps, policy=policy, mqtt=mqtt)
+    service = Service(settings)
+    ctx.extra_components(service)
+    service.start()
+    rss: list[tuple[float, float]] = []
+    try:
+        time.sleep(warmup)
+        ladder = service.ladders["bench"]
+        parts0, seq0 = ladder.parts, service.writer.last_seq
+        dropped0 = sum(c.dropped for c in service.cameras)
+        start = time.perf_counter()
+        with CpuClock() as clock:
+            while time.perf_counter() - start < seconds:
+                rss.append((time.perf_counter() - start, rss_mb()))
+                if during is not None:
+                    during(service)
+                time.sleep(min(1.0, seconds / 10))
+        parts = ladder.parts - parts0
+        committed = service.writer.last_seq - seq0
+        dropped = sum(c.dropped for c in service.cameras) - dropped0
+        ladder_health = ladder.health()
+    finally:
+        service.stop()
+    latencies = commit_latencies(settings.db_path, seq0)
+    return {
+        "parts_per_s": parts / clock.wall_s,
+        "committed_per_s": committed / clock.wall_s,
+        "cpu_ms_per_part": clock.cpu_s * 1000.0 / max(1, parts),
+        "cpu_utilization": clock.cpu_s / (clock.wall_s * ctx.cores),
+        "dropped_per_s": dropped / clock.wall_s,
+        "latency_ms_p50": percentile(latencies, 50),
+        "latency_ms_p99": percentile(latencies, 99),
+        "deadline_missed": ladder_health["deadline_missed"],
+        "provisional_open": ladder_health["provisional_open"],
+        "rss": rss,
+    }
+
+
+def commit_latencies(db: Path, after_seq: int) -> list[float]:
+    """Capture-to-commit latency of first verdicts committed after `after_seq` (ms)."""
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute(
+            "SELECT created_ms - ts_capture_ms FROM results WHERE seq > ? AND revision = 0", (after_seq,)
+        ).fetchall()
+    finally:
+        conn.close()
+    return [float(r[0]) for r in rows]
+
+
+def naive_phase(ctx: BenchContext, publish: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The loop a user would write in one thread: read, preprocess, run, insert+commit, publish."""
+    import onnxruntime as ort
+
+    name = ctx.local_tiers()[0]
+    package = load_package(ctx.settings.models_dir / name)
+    session = ort.InferenceSession(str(package.onnx_path), providers=["CPUExecutionProvider"])
+    spec = package.manifest.input
+    source = _open(ctx.source, fps=0)
+    db_path = ctx.workdir / "naive.db"
+    conn = sqlite3.connect(db_path)
+    conn.execute("CREATE TABLE IF NOT EXISTS results (id INTEGER PRIMARY KEY, payload TEXT)")
+    count = 0
+    deadline = time.perf_counter() + ctx.seconds
+    with CpuClock() as clock:
+        while time.perf_counter() < deadline:
+            source.grab()
+            try:
+                image = source.retrieve()
+            except CorruptFrame:
+                continue
+            if image.ndim == 3:
+                image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+            x = cv2.resize(image, (spec.width, spec.height)).astype(np.float32)[None, None]
+            score = float(np.asarray(session.run(None, {spec.name: x})[0]).reshape(-1)[0])
+            payload = json.dumps({"n": count, "score": score, "ts": time.time()})
+            conn.execute("INSERT INTO results (payload) VALUES (?)", (payload,))
+            conn.commit()
+            if publish is not None:
+                publish(payload)
+            count += 1
+    conn.close()
+    source.release()
+    return {"naive_fps": count / clock.wall_s}
+
+
+def store_phase(ctx: BenchContext, rows: int = 20000) -> dict[str, Any]:
+    """Raw outbox write rate: verdicts through the writer thread with nobody draining."""
+    from appliance.results import Verdict
+    from appliance.store.writer import StoreWriter
+
+    writer = StoreWriter(ctx.workdir / "store.db", "bench", ctx.settings.store)
+    writer.start()
+    template = Verdict(
+        part_id="",
+        revision=0,
+        line="bench",
+        camera="cam1",
+        ts_capture_ms=0,
+        verdict="pass",
+        defect_class=None,
+        confidence=0.9,
+        score=0.1,
+        tier=1,
+        provisional=False,
+        defects=(),
+        inference_ms=0.5,
+        total_ms=1.0,
+        model=None,
+    )
+    from dataclasses import replace
+
+    start = time.perf_counter()
+    for n in range(rows):
+        writer.put(replace(template, part_id=f"p{n}", ts_capture_ms=n))
+    writer.stop()
+    return {"store_rows_per_s": rows / (time.perf_counter() - start)}

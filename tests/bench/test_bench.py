@@ -1,0 +1,74 @@
+"""`appliance bench --json` reports every figure of its contract (values are not judged here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+CONTRACT = {
+    "cpu_budget_fps",
+    "raw_infer_fps",
+    "decode_fps",
+    "pipeline_fps",
+    "naive_fps",
+    "overhead_cpu_ms",
+    "service_ms",
+    "p50_ms_at_50",
+    "p99_ms_at_50",
+    "p99_ms_at_75",
+    "overload_delivered_ratio",
+    "int8_speedup",
+    "store_rows_per_s_broker_down",
+    "drain_rows_per_s",
+    "rss_mb",
+    "rss_drift_ratio",
+}
+
+
+@pytest.mark.slow
+def test_bench_json_has_every_contract_key(tmp_path: Path, models_dir: Path) -> None:
+    config = tmp_path / "bench.toml"
+    config.write_text(f"""
+models_dir = "{models_dir}"
+[[lines]]
+id = "line1"
+tiers = [{{ model = "bright1" }}]
+[[lines.cameras]]
+id = "cam1"
+source = {{ kind = "simulator", width = 64, height = 64 }}
+""")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "appliance",
+            "bench",
+            "--config",
+            str(config),
+            "--seconds",
+            "0.6",
+            "--json",
+            "--cameras",
+            "2",
+            "--fps",
+            "10",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout)
+    assert CONTRACT <= set(figures)
+    assert figures["pipeline_fps"] > 0 and figures["decode_fps"] > 0 and figures["naive_fps"] > 0
+    assert figures["cpu_budget_fps"] > 0
+    assert figures["capacity"]["required_fps"] == 20
+    assert isinstance(figures["capacity"]["fits"], bool)
