@@ -17,7 +17,6 @@ from appliance.config import (
     ConfigError,
     FileSource,
     FolderSource,
-    LineConfig,
     SimulatorSource,
     StreamSource,
     TierConfig,
