@@ -224,7 +224,8 @@ def render_table(figures: dict[str, Any]) -> str:
         (
             "raw inference (threads=cores)",
             fmt(figures["raw_infer_fps"], " fps"),
-            f"{fmt(figures['infer_cpu_ms'])} CPU-ms/frame incl. {fmt(100 * figures['escalated_fraction'])}% escalated",
+            f"{fmt(figures['infer_cpu_ms'])} CPU-ms/frame incl. "
+            f"{fmt(100 * figures['escalated_fraction'])}% escalated",
         ),
         ("CPU budget", fmt(figures["cpu_budget_fps"], " fps"), "cores x 1000 / (decode + inference CPU-ms)"),
         (
@@ -242,7 +243,8 @@ def render_table(figures: dict[str, Any]) -> str:
         (
             "latency @50% p50 / p99",
             f"{fmt(figures['p50_ms_at_50'])} / {fmt(figures['p99_ms_at_50'])} ms",
-            f"p99 = {fmt(figures['p99_at_50_vs_service'])} x service (target <= 5), to {figures['latency_measured_to']}",
+            f"p99 = {fmt(figures['p99_at_50_vs_service'])} x service (target <= 5), "
+            f"to {figures['latency_measured_to']}",
         ),
         (
             "latency @75% p99",
