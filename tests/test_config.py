@@ -153,3 +153,13 @@ def test_check_config_command(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert f"{bad}:7: mqtt.port: Input should be greater than or equal to 1 (got -1)" in result.stderr
+
+
+def test_configuration_reference_is_generated_from_the_schema() -> None:
+    from appliance.config_doc import render
+    from tests.conftest import REPO
+
+    current = (REPO / "docs" / "configuration.md").read_text()
+    assert current == render(), (
+        "docs/configuration.md is stale: python -m appliance.config_doc > docs/configuration.md"
+    )
