@@ -76,12 +76,29 @@ class StreamSource(Section):
     """A network camera: RTSP, HTTP MJPEG or anything FFmpeg opens by URL."""
 
     kind: Literal["stream"] = "stream"
-    url: str = Field(
+    url: str | None = Field(
+        None,
         pattern=r"^(rtsp|rtsps|http|https|rtmp|udp|tcp)://",
-        description="Stream URL; put credentials in url_file instead when they are secret.",
+        description="Stream URL without secrets (use url_file when it carries a password).",
+    )
+    url_file: Path | None = Field(
+        None, description="File (or systemd credential) holding the full URL, credentials included."
     )
     open_timeout_ms: int = Field(5000, ge=100, le=60000, description="Open timeout.")
     read_timeout_ms: int = Field(5000, ge=100, le=60000, description="Read timeout.")
+
+    @model_validator(mode="after")
+    def _one_url(self) -> StreamSource:
+        if (self.url is None) == (self.url_file is None):
+            raise ValueError("give exactly one of url and url_file")
+        return self
+
+    def resolved_url(self) -> str:
+        """The URL, read from url_file when given (never logged: sources redact credentials)."""
+        if self.url is not None:
+            return self.url
+        assert self.url_file is not None
+        return self.url_file.read_text(encoding="utf-8").strip()
 
 
 class DeviceSource(Section):

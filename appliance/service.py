@@ -121,7 +121,11 @@ class Service:
         self.pool.start()
         for line in self.settings.lines:
             for cam in line.cameras:
-                camera = Camera(line.id, cam, self.source_factory(cam.source), self.ready, self.events)
+                try:
+                    source = self.source_factory(cam.source)
+                except ValueError as exc:
+                    raise ServiceError(f"camera {cam.id}: {exc}") from exc
+                camera = Camera(line.id, cam, source, self.ready, self.events)
                 self.cameras.append(camera)
         for name, component in self.components.items():
             try:

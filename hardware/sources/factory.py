@@ -35,8 +35,12 @@ def make_source(config: SourceConfig) -> FrameSource:
     if kind == "file":
         return OpenCVSource(str(config.path), live=False, fps=config.fps, loop=config.loop)
     if kind == "stream":
+        try:
+            url = config.resolved_url()
+        except OSError as exc:
+            raise ValueError(f"url_file {config.url_file}: {exc.strerror or exc}") from exc
         return OpenCVSource(
-            config.url,
+            url,
             live=True,
             open_timeout_ms=config.open_timeout_ms,
             read_timeout_ms=config.read_timeout_ms,
