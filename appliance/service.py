@@ -26,7 +26,7 @@ from appliance.inference.pool import InferencePool
 from appliance.inference.runtime import ModelRunner, SessionSettings
 from appliance.live import LiveView
 from appliance.results import Frame, Verdict
-from appliance.store.db import open_store
+from appliance.store.db import StoreError, open_store
 from appliance.store.reader import Reader
 from appliance.store.writer import StoreWriter
 from hardware.profiles import EdgeProfile, resolve_profile
@@ -107,12 +107,21 @@ class Service:
 
     def start(self, on_progress: Callable[[str], None] | None = None) -> None:
         """Bring everything up; raise ServiceError with a clear reason when something cannot."""
-        progress = on_progress or (lambda _msg: None)
+        try:
+            self._start(on_progress or (lambda _msg: None))
+        except ServiceError:
+            self.stop()
+            raise
+
+    def _start(self, progress: Callable[[str], None]) -> None:
         try:
             self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ServiceError(f"state dir {self.settings.state_dir}: {exc.strerror}") from exc
-        self.writer.start()
+        try:
+            self.writer.start()
+        except StoreError as exc:
+            raise ServiceError(str(exc)) from exc
         progress("store ready")
         for line in self.settings.lines:
             self.ladders[line.id] = self._build_ladder(line, progress)
@@ -131,7 +140,6 @@ class Service:
             try:
                 component.start()
             except Exception as exc:
-                self.stop()
                 raise ServiceError(f"{name}: {exc}") from exc
         for camera in self.cameras:
             camera.start()
