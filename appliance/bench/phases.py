@@ -218,10 +218,17 @@ def pipeline_phase(
         parts = ladder.parts - parts0
         committed = service.writer.last_seq - seq0
         dropped = sum(c.dropped for c in service.cameras) - dropped0
+        # Let the ladder resolve what it deferred: no provisional verdict may be forgotten.
+        for camera in service.cameras:
+            camera.stop()
+        settle = time.monotonic() + 60
+        while ladder.health()["provisional_open"] and time.monotonic() < settle:
+            time.sleep(0.1)
         ladder_health = ladder.health()
     finally:
         service.stop()
     latencies = commit_latencies(settings.db_path, seq0)
+    within, unresolved = deadline_record(settings.db_path, seq0, ctx.line.deadline_ms)
     return {
         "parts_per_s": parts / clock.wall_s,
         "committed_per_s": committed / clock.wall_s,
@@ -231,6 +238,9 @@ def pipeline_phase(
         "latency_ms_p50": percentile(latencies, 50),
         "latency_ms_p99": percentile(latencies, 99),
         "deadline_missed": ladder_health["deadline_missed"],
+        "within_deadline": within,
+        "unresolved_provisional": unresolved,
+        "deferred": ladder_health["deferred_escalations"],
         "provisional_open": ladder_health["provisional_open"],
         "rss": rss,
     }
@@ -246,6 +256,23 @@ def commit_latencies(db: Path, after_seq: int) -> list[float]:
     finally:
         conn.close()
     return [float(r[0]) for r in rows]
+
+
+def deadline_record(db: Path, after_seq: int, deadline_ms: float) -> tuple[float | None, int]:
+    """Share of first verdicts within the deadline, and parts whose latest verdict is provisional."""
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute(
+            "SELECT part_id, revision, provisional, json_extract(payload, '$.latency_ms.total') "
+            "FROM results WHERE seq > ? ORDER BY seq",
+            (after_seq,),
+        ).fetchall()
+    finally:
+        conn.close()
+    first = [total for _, revision, _, total in rows if revision == 0]
+    latest = {part: provisional for part, _, provisional, _ in rows}
+    within = sum(total <= deadline_ms for total in first) / len(first) if first else None
+    return within, sum(latest.values())
 
 
 def naive_phase(ctx: BenchContext, publish: Callable[[str], None] | None = None) -> dict[str, Any]:
