@@ -53,8 +53,8 @@ class EdgeProfile:
     missing: tuple[str, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
-        """For health and the console."""
-        return asdict(self)
+        """For health and the console (JSON types: lists, not tuples)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     def provider_options(self, cache_dir: Path) -> dict[str, dict[str, str]]:
         """onnxruntime options per provider in `providers` (caches under `cache_dir`, created)."""

@@ -113,7 +113,12 @@ switch_link() {  # switch_link NAME RELEASE: atomic (rename over the old link)
 install_unit_from() {  # the unit (and accelerator drop-in) shipped with a release
     local share=$OPT/releases/$1/share
     mkdir -p "$UNIT_DIR"
-    install -m 0644 "$share/systemd/$UNIT" "$UNIT_DIR/$UNIT"
+    # ExecStart names the release itself, not `current`: a running service then never imports
+    # code (Python imports lazily) from a release that was switched in under it.
+    sed "s#/opt/appliance/current/venv/#/opt/appliance/releases/$1/venv/#" "$share/systemd/$UNIT" \
+        > "$UNIT_DIR/.$UNIT.new"
+    chmod 0644 "$UNIT_DIR/.$UNIT.new"
+    mv -f "$UNIT_DIR/.$UNIT.new" "$UNIT_DIR/$UNIT"
     if [ -n "$ACCELERATOR" ]; then
         rm -f "$DROPIN_DIR/accelerator.conf"
         if [ "$ACCELERATOR" != none ]; then
