@@ -123,11 +123,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         logger.error("cannot start: %s", exc)
         systemd.failed(f"cannot start: {exc}")
         return EXIT_FAILURE
-    cameras = len(service.cameras)
-    systemd.ready(
-        f"inspecting: {len(service.ladders)} line(s), {cameras} camera(s), profile {service.profile.name}",
-        service.loops_alive,
-    )
+    if not stop.is_set():  # a SIGTERM during start-up already said STOPPING=1
+        lines, cameras, profile = len(service.ladders), len(service.cameras), service.profile.name
+        systemd.ready(
+            f"inspecting: {lines} line(s), {cameras} camera(s), profile {profile}", service.loops_alive
+        )
     deadline = None if args.duration is None else time.monotonic() + args.duration
     code = EXIT_OK
     while not stop.wait(0.2):

@@ -102,7 +102,7 @@ systemd_on() { [ "$NO_START" = 0 ] && [ -z "$PREFIX" ]; }
 
 release_of() {  # the release name a symlink points at, or nothing
     local link=$OPT/$1
-    [ -L "$link" ] && basename "$(readlink "$link")" || true
+    if [ -L "$link" ]; then basename "$(readlink "$link")"; fi
 }
 
 switch_link() {  # switch_link NAME RELEASE: atomic (rename over the old link)
@@ -206,7 +206,7 @@ build_release() {  # build_release DIR: virtualenv with the package, models, sha
     cp -a "$SOURCE/systemd" "$rel/share/systemd"
     mkdir -p "$rel/share/docs"
     [ -f "$SOURCE/docs/install.md" ] && cp "$SOURCE/docs/install.md" "$rel/share/docs/"
-    echo "$(basename "$rel")" > "$rel/VERSION"
+    basename "$rel" > "$rel/VERSION"
     # The installed release must import and read its own example config before it counts.
     (cd / && "$rel/venv/bin/python" -m appliance check-config "$rel/share/systemd/appliance.toml" >/dev/null) \
         || die "the new release fails its self-check (see above)"
@@ -347,7 +347,9 @@ do_rollback() {
     local current previous
     current=$(release_of current)
     previous=$(release_of previous)
-    [ -n "$previous" ] && [ -e "$OPT/releases/$previous/.complete" ] || die "no previous release to roll back to"
+    if [ -z "$previous" ] || [ ! -e "$OPT/releases/$previous/.complete" ]; then
+        die "no previous release to roll back to"
+    fi
     switch_link current "$previous"
     switch_link previous "$current"
     install_unit_from "$previous"
@@ -378,9 +380,9 @@ do_status() {
     echo "current:  $(release_of current)"
     echo "previous: $(release_of previous)"
     echo "releases:"
-    for name in $(ls -1t "$OPT/releases" 2>/dev/null); do
-        [ -e "$OPT/releases/$name/.complete" ] && echo "  $name" || echo "  $name (incomplete)"
-    done
+    while IFS= read -r name; do
+        if [ -e "$OPT/releases/$name/.complete" ]; then echo "  $name"; else echo "  $name (incomplete)"; fi
+    done < <(ls -1t "$OPT/releases" 2>/dev/null)
     if systemd_on; then systemctl --no-pager status "$UNIT" | head -n 5 || true; fi
 }
 
