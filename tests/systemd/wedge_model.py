@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 
-def build_wedge_package(out: Path, size: int = 32, work: int = 2048, steps: int = 64) -> Path:
+def build_wedge_package(out: Path, size: int = 32, work: int = 2048, steps: int = 400) -> Path:
     """Write the package to `out`: score = mean brightness / 255, after `steps` matrix products."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
