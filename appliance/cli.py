@@ -96,17 +96,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run until --duration elapses, SIGTERM/SIGINT arrives or a fatal error happens."""
+    from appliance.sdnotify import SystemdLink
     from appliance.service import Service, ServiceError
     from appliance.wiring import add_components
 
+    systemd = SystemdLink()  # sd_notify; does nothing outside systemd
     settings = _settings(args.config)
     if settings is None:
+        systemd.failed("configuration error (see the journal)")
         return EXIT_CONFIG
     configure_logging(settings.log_level)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
         logger.info("received %s, stopping", signal.Signals(signum).name)
+        systemd.stopping()
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -114,10 +118,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     service = Service(settings)
     try:
         add_components(service)
-        service.start(on_progress=lambda msg: logger.info("%s", msg))
+        service.start(on_progress=systemd.progress)
     except ServiceError as exc:
         logger.error("cannot start: %s", exc)
+        systemd.failed(f"cannot start: {exc}")
         return EXIT_FAILURE
+    if not stop.is_set():  # a SIGTERM during start-up already said STOPPING=1
+        lines, cameras, profile = len(service.ladders), len(service.cameras), service.profile.name
+        systemd.ready(
+            f"inspecting: {lines} line(s), {cameras} camera(s), profile {profile}", service.loops_alive
+        )
     deadline = None if args.duration is None else time.monotonic() + args.duration
     code = EXIT_OK
     while not stop.wait(0.2):
@@ -128,5 +138,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             logger.error("fatal: %s", reason)
             code = EXIT_FAILURE
             break
+    systemd.stopping()
     service.stop()
-    return code if service.fatal is None else EXIT_FAILURE
+    systemd.close()
+    if code != EXIT_OK or service.fatal is not None:
+        systemd.failed(service.fatal or "fatal error (see the journal)")
+        return EXIT_FAILURE
+    return EXIT_OK

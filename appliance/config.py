@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -20,6 +21,18 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "default.toml"
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # safe in MQTT topics, S3 keys and file names
+
+
+def default_models_dir() -> Path:
+    """The shipped model packages: `models/` of a source checkout, else beside the virtualenv.
+
+    A non-editable install (the systemd installer's /opt/appliance/releases/<version>/venv) puts
+    the package in site-packages, away from the checkout; the installer copies `models/` next to
+    the virtualenv, so it is found at `<venv>/../models`.
+    """
+    if (REPO_ROOT / "pyproject.toml").is_file():
+        return REPO_ROOT / "models"
+    return Path(sys.prefix).parent / "models"
 
 
 class ConfigError(Exception):
@@ -265,14 +278,30 @@ class Settings(BaseSettings):
     node_id: str = Field("demo-node", pattern=ID_PATTERN, description="This appliance's id.")
     site: str = Field("demo-site", pattern=ID_PATTERN, description="Plant/site id for sync keys.")
     state_dir: Path = Field(Path("var"), description="SQLite, images and caches live here.")
-    models_dir: Path = Field(REPO_ROOT / "models", description="Where model packages live.")
+    models_dir: Path = Field(default_factory=default_models_dir, description="Where model packages live.")
     profile: str = Field("auto", description="Edge-box profile (threads, execution providers).")
+    wedge_after_s: float = Field(
+        30.0,
+        ge=0.5,
+        le=3600,
+        description="An inference worker busy on one frame longer than this is wedged: health "
+        "error, and the systemd watchdog pings stop so that systemd restarts the service.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     lines: list[LineConfig] = Field(min_length=1, max_length=16, description="Production lines.")
     store: StoreConfig = Field(default_factory=StoreConfig, description="SQLite outbox.")
     web: WebConfig = Field(default_factory=WebConfig, description="Console and API.")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Plant MQTT broker.")
     sync: SyncConfig = Field(default_factory=SyncConfig, description="Cloud sync.")
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, name: str) -> str:
+        from hardware.profiles import PROFILES
+
+        if name != "auto" and name not in PROFILES:
+            raise ValueError(f"unknown edge-box profile; known: auto, {', '.join(sorted(PROFILES))}")
+        return name
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Settings:

@@ -29,7 +29,7 @@ from appliance.results import Frame, Verdict
 from appliance.store.db import StoreError, open_store
 from appliance.store.reader import Reader
 from appliance.store.writer import StoreWriter
-from hardware.profiles import EdgeProfile, resolve_profile
+from hardware.profiles import EdgeProfile, cache_dir, resolve_profile
 from hardware.sources.base import FrameSource
 from hardware.sources.factory import make_source
 
@@ -126,7 +126,9 @@ class Service:
         for line in self.settings.lines:
             self.ladders[line.id] = self._build_ladder(line, progress)
         self._restore_backlog()
-        self.pool = InferencePool(self.ready, self.ladders, self.profile.inference_workers)
+        self.pool = InferencePool(
+            self.ready, self.ladders, self.profile.inference_workers, self.settings.wedge_after_s
+        )
         self.pool.start()
         for line in self.settings.lines:
             for cam in line.cameras:
@@ -188,6 +190,7 @@ class Service:
                 intra_op_threads=self.profile.intra_op_threads,
                 providers=self.profile.providers,
                 allow_spinning=self.profile.allow_spinning,
+                provider_options=self.profile.provider_options(cache_dir(self.settings.state_dir)),
             )
             try:
                 self.runners[name] = ModelRunner(package, settings)
@@ -283,7 +286,10 @@ class Service:
             "status": status,
             "node_id": self.settings.node_id,
             "uptime_s": round(uptime, 1),
-            "profile": self.profile.to_json(),
+            "profile": {
+                **self.profile.to_json(),
+                "sessions": {name: runner.providers for name, runner in self.runners.items()},
+            },
             "alarms": [a.to_json() for a in self.events.alarms()],
             "counts": self.live.counts(),
             "components": components,

@@ -11,7 +11,9 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
+# setuptools >= 70.1 builds wheels by itself: the installer tests build the package offline
+# from this environment (systemd/install.sh --reuse-site-packages).
+.venv/bin/python -m pip install --quiet --upgrade pip 'setuptools>=70.1'
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 # torch is large: take the CPU build where this machine offers it, else training tests skip.
 .venv/bin/python -m pip install --quiet -e '.[train]' \

@@ -46,6 +46,7 @@ class SessionSettings:
     intra_op_threads: int = 1
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     allow_spinning: bool = False
+    provider_options: dict[str, dict[str, str]] = field(default_factory=dict)  # per provider name
 
 
 def make_session(path: str, settings: SessionSettings) -> Any:
@@ -63,7 +64,8 @@ def make_session(path: str, settings: SessionSettings) -> Any:
     options.log_severity_level = 3
     available = set(ort.get_available_providers())
     providers = [p for p in settings.providers if p in available] or ["CPUExecutionProvider"]
-    return ort.InferenceSession(path, sess_options=options, providers=providers)
+    with_options = [(p, settings.provider_options.get(p, {})) for p in providers]
+    return ort.InferenceSession(path, sess_options=options, providers=with_options)
 
 
 class ModelRunner:
