@@ -124,7 +124,7 @@ def test_install_tree_and_idempotence(tmp_path: Path, models_dir: Path, site_pac
         timeout=60,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "stopped; last seq" in run.stderr
+    assert "parts judged, last seq" in run.stderr
 
     # Twice: nothing rebuilt, nothing switched, the config untouched.
     first = tree(root)

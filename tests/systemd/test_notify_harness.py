@@ -71,7 +71,7 @@ def test_ready_watchdog_and_clean_stop(tmp_path: Path, models_dir: Path, notify:
     assert max(gaps) < watchdog_usec / 1e6, f"a gap of {max(gaps):.2f} s would trip WatchdogSec"
     # Clean stop: every verdict committed, exit status 0.
     assert code == 0, err[-3000:]
-    assert "stopped; last seq" in err
+    assert "parts judged, last seq" in err
     assert stopping.fields["STATUS"] == "stopping"
 
 
