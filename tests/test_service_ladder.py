@@ -25,6 +25,8 @@ def results(db: Path) -> list[dict[str, Any]]:
     conn = sqlite3.connect(db)
     try:
         return [json.loads(row[0]) for row in conn.execute("SELECT payload FROM results ORDER BY seq")]
+    except sqlite3.OperationalError:  # the service has created the file but not migrated it yet
+        return []
     finally:
         conn.close()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import os
 from collections.abc import Iterator
 
@@ -100,5 +102,7 @@ def test_link_stopping_is_sent_once_and_halts_pings(sock: NotifySocket) -> None:
     link.stopping()
     link.stopping()
     link.close()
+    sock.wait_for("STOPPING", "1", timeout=5)  # datagrams arrive asynchronously
+    time.sleep(0.2)
     assert len(sock.with_key("STOPPING")) == 1
     assert link.watchdog is not None and not link.watchdog._thread.is_alive()  # type: ignore[union-attr]
