@@ -95,7 +95,8 @@ class Console:
             time.sleep(0.05)
 
     def failing_part(self, *, with_boxes: bool = True, exclude: set[str] | None = None) -> dict[str, Any]:
-        """The payload of a recent failing part (with defect boxes), not labelled yet."""
+        """The payload of a recent failing part (with defect boxes), not labelled yet, whose frame
+        is still in the live view's ring (so that `retain` stores its real image and map)."""
         import json
         import time
 
@@ -111,7 +112,11 @@ class Console:
                 conn.close()
             for row in rows:
                 payload = json.loads(row["payload"])
-                if (payload["defects"] or not with_boxes) and payload["part_id"] not in (exclude or set()):
+                if (
+                    (payload["defects"] or not with_boxes)
+                    and payload["part_id"] not in (exclude or set())
+                    and self.service.live.recent(payload["part_id"]) is not None
+                ):
                     return dict(payload)
             time.sleep(0.2)
         raise AssertionError("no failing part with defect boxes")

@@ -99,7 +99,7 @@ def _change(
             conn.execute("DELETE FROM login_failures WHERE subject = ?", (login_subject(user.name),))
         changes = {
             "role": patch.role,
-            "password_reset": patch.password is not None,
+            "password_reset": True if patch.password is not None else None,
             "disabled": patch.disabled,
             "unlock": patch.unlock or None,
         }

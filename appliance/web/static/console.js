@@ -113,14 +113,14 @@
     if (body) {
       const rows = state.recent.map((r) => {
         const tr = document.createElement("tr");
-        const cells = [clock(r.ts_capture_ms), r.camera, null, r.defect_class || "", null];
+        const cells = [null, r.camera, null, r.defect_class || ""];
         cells.forEach((text, i) => {
           const td = document.createElement("td");
-          if (i === 2) {
+          if (i === 0) {
+            const a = document.createElement("a"); a.href = "/results/" + encodeURIComponent(r.part_id); a.textContent = clock(r.ts_capture_ms); td.appendChild(a);
+          } else if (i === 2) {
             td.appendChild(badge(r.verdict, r.provisional));
             if (r.revision) { const m = document.createElement("span"); m.className = "muted"; m.textContent = " rev " + r.revision; td.appendChild(m); }
-          } else if (i === 4) {
-            const a = document.createElement("a"); a.href = "/results/" + encodeURIComponent(r.part_id); a.textContent = "details"; td.appendChild(a);
           } else { td.textContent = text; }
           tr.appendChild(td);
         });
@@ -143,9 +143,7 @@
       div.appendChild(document.createTextNode(" " + a.message));
       return div;
     });
-    const before = box.textContent;
     box.replaceChildren(...items);
-    if (box.textContent === before) { return; }
   }
 
   function poll(fn, ms) {
