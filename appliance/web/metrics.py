@@ -14,6 +14,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
 
 class HealthCollector(Collector):
@@ -164,7 +165,7 @@ def _cumulative(hist: dict[str, Any]) -> list[tuple[str, float]]:
     out, running = [], 0
     for bound, count in zip([*hist["le_ms"], float("inf")], hist["counts"], strict=True):
         running += count
-        out.append(("+Inf" if bound == float("inf") else f"{bound:g}", float(running)))
+        out.append((floatToGoString(bound), float(running)))
     return out
 
 
