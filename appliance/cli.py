@@ -97,9 +97,17 @@ def cmd_token(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
     if settings is None:
         return EXIT_CONFIG
+    from appliance import audit
+    from appliance.auth import run_in_transaction
+
     conn = open_store(settings.db_path)
     try:
         token = create_token(conn, args.name, args.role)
+        actor = audit.Actor(os.environ.get("SUDO_USER") or os.environ.get("USER") or "cli", "cli", "cli")
+        details = {"role": args.role}
+        run_in_transaction(
+            conn, lambda c: audit.record(c, actor, "token.create", "ok", target=args.name, details=details)
+        )
     finally:
         conn.close()
     print(f"token for {args.name} (role {args.role}); shown once, store it safely:")

@@ -70,3 +70,16 @@ def test_refusals_and_replace(
 def test_role_is_checked_by_the_parser(monkeypatch: pytest.MonkeyPatch, config: Path) -> None:
     with pytest.raises(SystemExit):
         run(monkeypatch, config, "a long password\n", "boss", "--role", "root")
+
+
+def test_token_creation_is_audited(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["token", "create", "mes", "--role", "viewer", "--config", str(config)]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    assert token.startswith("apl_")
+    conn = open_store(config.parent / "state" / "appliance.db")
+    try:
+        entry = audit.entries(conn)[0]
+    finally:
+        conn.close()
+    assert (entry["action"], entry["target"], entry["details"]) == ("token.create", "mes", {"role": "viewer"})
+    assert token not in str(entry)
