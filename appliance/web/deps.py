@@ -51,10 +51,6 @@ class Console:
         """Run `op` on the writer thread and wait for its result (or its exception)."""
         return self.service.writer.call(op).result(timeout=WRITE_TIMEOUT_S)
 
-    def write_later(self, op: Callable[[sqlite3.Connection], Any]) -> None:
-        """Hand `op` to the writer without waiting (bookkeeping such as session last-seen)."""
-        self.service.writer.call(op)
-
 
 @dataclass(frozen=True, slots=True)
 class Caller:

@@ -232,3 +232,28 @@ def test_pages_redirect_to_login(console: Console, path: str) -> None:
     answer = httpx.get(f"{console.url}{path}", follow_redirects=False)
     assert answer.status_code == 303
     assert answer.headers["location"].startswith("/login?next=")
+
+
+HOSTILE = [
+    "/results?since=not-a-date&period=custom",
+    "/results?period=custom&since=0001-01-01T00:00&until=9999-12-31T23:59",
+    "/results?verdict=maybe",
+    "/results?before_seq=-4",
+    "/results/%00bad",
+    "/results/nope-404",
+    "/review?offset=-1",
+    "/review?labelled=%3Cscript%3E",
+    "/admin/audit?action=%27%3B--",
+    "/admin/users?done=%3Cscript%3Ealert(1)%3C/script%3E",
+    "/api/live/%2e%2e.jpg?wait=abc",
+]
+
+
+def test_hostile_page_requests_get_4xx_not_5xx(console: Console) -> None:
+    with session(console, "admin") as (client, _):
+        for path in HOSTILE:
+            answer = client.get(path)
+            assert answer.status_code < 500, (path, answer.text[:300])
+            assert "<script>alert" not in answer.text
+        off_site = client.get("/login?next=//evil.example/")
+    assert off_site.status_code == 303 and off_site.headers["location"] == "/"  # never off-site
