@@ -10,6 +10,7 @@ routes to make sure no state-changing route goes without.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -42,10 +43,21 @@ class Console:
     tls: bool
     config_sha256: str | None
     frames: AnnotatedCache = field(default_factory=AnnotatedCache)
+    _cache: dict[str, tuple[float, Any]] = field(default_factory=dict)
 
     def read(self) -> sqlite3.Connection:
         """This thread's read connection."""
         return self.service.reader.conn()
+
+    def cached(self, key: str, ttl_s: float, compute: Callable[[], Any]) -> Any:
+        """`compute()`, reused for `ttl_s` seconds (figures every live view polls each second)."""
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and now - hit[0] < ttl_s:
+            return hit[1]
+        value = compute()
+        self._cache[key] = (now, value)
+        return value
 
     def write(self, op: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run `op` on the writer thread and wait for its result (or its exception)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from appliance.web.deps import Caller, Console
 
 TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
 NAV = [
     ("live", "/", "Live", "viewer"),
     ("results", "/results", "Results", "viewer"),
@@ -33,6 +35,7 @@ def make_templates() -> Jinja2Templates:
     """The console's template set with its filters (autoescaping on)."""
     templates = Jinja2Templates(directory=str(TEMPLATES))
     env = templates.env
+    env.globals["static_version"] = static_version()
     env.filters["clock"] = clock
     env.filters["stamp"] = stamp
     env.filters["pct"] = pct
@@ -65,6 +68,15 @@ def render(
         **values,
     }
     return ctx.templates.TemplateResponse(request, template, context, status_code=status_code)
+
+
+def static_version() -> str:
+    """A short hash of the static files, so that browsers fetch them again after an upgrade."""
+    digest = hashlib.sha256()
+    for path in sorted(STATIC.iterdir()):
+        if path.is_file():
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:10]
 
 
 def clock(ms: int | None) -> str:

@@ -72,7 +72,7 @@ def live_state(ctx: Console) -> dict[str, Any]:
         "shift": ctx.shift.snapshot(lines),
         "cameras": cams,
         "recent": queries.results(ctx.read(), limit=12),
-        "review_pending": queries.review_pending(ctx.read()),
+        "review_pending": ctx.cached("review_pending", 5.0, lambda: queries.review_pending(ctx.read())),
     }
 
 

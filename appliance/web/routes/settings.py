@@ -42,6 +42,33 @@ def settings_state(ctx: Console) -> dict[str, Any]:
     }
 
 
+def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Dotted keys (`lines[0].cameras[0].source.kind`) and their values, in order."""
+    if isinstance(value, dict):
+        out = []
+        for key, inner in value.items():
+            out += flatten(inner, f"{prefix}.{key}" if prefix else key)
+        return out
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        out = []
+        for index, inner in enumerate(value):
+            out += flatten(inner, f"{prefix}[{index}]")
+        return out
+    return [(prefix, value)]
+
+
+def sections(effective: dict[str, Any]) -> list[tuple[str, list[tuple[str, Any]]]]:
+    """The flattened settings grouped for display: general keys, then one group per table."""
+    groups: dict[str, list[tuple[str, Any]]] = {"general": []}
+    for key, value in flatten(effective):
+        head, sep, rest = key.partition(".")
+        if not sep:
+            groups["general"].append((key, value))
+        else:
+            groups.setdefault(head, []).append((rest, value))
+    return [(name, rows) for name, rows in groups.items() if rows]
+
+
 def _apply(ctx: Console, caller: Caller, text: str, dry_run: bool) -> tuple[list[str], bool]:
     """(problems, saved): validate, then (unless dry run) write and audit."""
     path = config_edit.target(ctx.service)
@@ -105,7 +132,16 @@ def settings_put(
 def settings_page(request: Request, caller: Annotated[Caller, Depends(page("viewer"))]) -> HTMLResponse:
     """The effective settings; the editor for admins."""
     ctx = console(request)
-    return render(request, ctx, caller, "settings.html", active="settings", state=settings_state(ctx))
+    state = settings_state(ctx)
+    return render(
+        request,
+        ctx,
+        caller,
+        "settings.html",
+        active="settings",
+        state=state,
+        groups=sections(state["effective"]),
+    )
 
 
 @router.post("/settings", include_in_schema=False, response_class=HTMLResponse)
@@ -129,6 +165,7 @@ def settings_form(
         "settings.html",
         active="settings",
         state=state,
+        groups=sections(state["effective"]),
         problems=problems,
         saved=saved,
         validated=action == "validate" and not problems,
