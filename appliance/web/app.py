@@ -81,7 +81,9 @@ def create_app(service: Service) -> FastAPI:
 
 def _handlers(app: FastAPI) -> None:
     def is_api(request: Request) -> bool:
-        return request.url.path.startswith(("/api/", "/metrics", "/openapi.json"))
+        """JSON errors for the API and for scripts; pages for people (browsers ask for HTML)."""
+        api_path = request.url.path.startswith(("/api/", "/metrics", "/openapi.json"))
+        return api_path or "text/html" not in request.headers.get("accept", "")
 
     @app.exception_handler(LoginRequired)
     async def to_login(request: Request, _exc: LoginRequired) -> Response:
@@ -103,7 +105,7 @@ def _handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if is_api(request) or request.method != "GET":
+        if is_api(request):
             return await http_exception_handler(request, exc)
         ctx = deps.console(request)
         titles = {404: "Not found", 403: "Not allowed", 401: "Please log in"}
@@ -119,7 +121,7 @@ def _handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        if is_api(request) or request.method != "GET":
+        if is_api(request):
             return await request_validation_exception_handler(request, exc)
         ctx = deps.console(request)
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors())

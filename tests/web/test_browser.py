@@ -196,6 +196,8 @@ def test_viewer_cannot_change_settings(page: Any, console: Console) -> None:
     assert page.locator("button[data-key=g]").count() == 0  # no label buttons for a viewer
     page.goto("/admin/users")
     assert page.locator("h1").inner_text() == "Not allowed"
+    page.goto("/results/no-such-part")
+    assert page.locator("h1").inner_text() == "Not found"  # a page, not JSON, for people
 
 
 def test_post_without_csrf_token_is_refused(page: Any, console: Console) -> None:
