@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -41,13 +42,32 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--role", required=True, choices=["viewer", "operator", "engineer", "admin"])
     create.add_argument("--config", type=Path)
+
+    users = sub.add_parser("users", help="Console accounts.")
+    users_sub = users.add_subparsers(dest="action", required=True)
+    add = users_sub.add_parser("add", help="Create a console user (the first admin, for one).")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=["viewer", "operator", "engineer", "admin"])
+    add.add_argument(
+        "--password-stdin", action="store_true", required=True, help="Read the password from standard input."
+    )
+    add.add_argument(
+        "--replace", action="store_true", help="Reset an existing user (role, password, unlock)."
+    )
+    add.add_argument("--config", type=Path)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
-    handlers = {"run": cmd_run, "check-config": cmd_check_config, "token": cmd_token, "bench": cmd_bench}
+    handlers = {
+        "run": cmd_run,
+        "check-config": cmd_check_config,
+        "token": cmd_token,
+        "users": cmd_users,
+        "bench": cmd_bench,
+    }
     return handlers[args.command](args)
 
 
@@ -77,13 +97,55 @@ def cmd_token(args: argparse.Namespace) -> int:
     settings = _settings(args.config)
     if settings is None:
         return EXIT_CONFIG
+    from appliance import audit
+    from appliance.auth import run_in_transaction
+
     conn = open_store(settings.db_path)
     try:
         token = create_token(conn, args.name, args.role)
+        actor = audit.Actor(os.environ.get("SUDO_USER") or os.environ.get("USER") or "cli", "cli", "cli")
+        details = {"role": args.role}
+        run_in_transaction(
+            conn, lambda c: audit.record(c, actor, "token.create", "ok", target=args.name, details=details)
+        )
     finally:
         conn.close()
     print(f"token for {args.name} (role {args.role}); shown once, store it safely:")
     print(token)
+    return EXIT_OK
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    """Create (or with --replace reset) a console user; the password comes from stdin."""
+    from appliance import audit
+    from appliance.auth import AccountError, add_user, get_user, in_transaction, update_user
+    from appliance.store.db import StoreError, open_store
+
+    settings = _settings(args.config)
+    if settings is None:
+        return EXIT_CONFIG
+    password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        conn = open_store(settings.db_path)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    actor = audit.Actor(os.environ.get("SUDO_USER") or os.environ.get("USER") or "cli", "cli", "cli")
+    try:
+        with in_transaction(conn):
+            if args.replace and get_user(conn, args.name) is not None:
+                update_user(conn, args.name, role=args.role, password=password, disabled=False)
+                action = "user.reset"
+            else:
+                add_user(conn, args.name, args.role, password)
+                action = "user.add"
+            audit.record(conn, actor, action, "ok", target=args.name, details={"role": args.role})
+    except AccountError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        conn.close()
+    print(f"user {args.name} ({args.role}) {'reset' if action == 'user.reset' else 'created'}")
     return EXIT_OK
 
 
@@ -115,7 +177,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    service = Service(settings)
+    env_config = os.environ.get("APPLIANCE_CONFIG")
+    config_path = args.config or (Path(env_config) if env_config else None)
+    service = Service(settings, config_path=config_path)
     try:
         add_components(service)
         service.start(on_progress=systemd.progress)

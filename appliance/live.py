@@ -7,7 +7,7 @@ unwatched console costs nothing on the per-frame path.
 from __future__ import annotations
 
 import threading
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +27,20 @@ class Snapshot:
 
 
 class LiveView:
-    """Thread-safe latest-per-camera store plus per-line verdict counters."""
+    """Thread-safe latest-per-camera store plus per-line verdict counters.
 
-    def __init__(self, keep: int = 50) -> None:
+    It also keeps a small ring of the most recent judged frames by part (at most `keep_frames`
+    frames and `keep_bytes` of pixels), so that the console can show the image and defect map
+    of a part judged moments ago even when no image was retained on disk.
+    """
+
+    def __init__(self, keep: int = 50, keep_frames: int = 64, keep_bytes: int = 64_000_000) -> None:
         self._lock = threading.Lock()
         self._latest: dict[str, Snapshot] = {}
+        self._frames: OrderedDict[str, Snapshot] = OrderedDict()
+        self._frames_bytes = 0
+        self._keep_frames = keep_frames
+        self._keep_bytes = keep_bytes
         self._version = 0
         self._counts: dict[str, Counter[str]] = {}
         self._recent: deque[Verdict] = deque(maxlen=keep)
@@ -41,11 +50,34 @@ class LiveView:
         """Called by the ladder for every verdict; first answers count towards the shift."""
         with self._lock:
             self._version += 1
-            self._latest[frame.camera] = Snapshot(frame, verdict, self._version)
+            snap = Snapshot(frame, verdict, self._version)
+            current = self._latest.get(frame.camera)
+            # A deferred refinement of an older part must not send the live image back in time.
+            if current is None or frame.t_capture >= current.frame.t_capture:
+                self._latest[frame.camera] = snap
             if verdict.revision == 0:
                 self._counts.setdefault(verdict.line, Counter())[verdict.verdict] += 1
             self._recent.append(verdict)
+            self._remember(snap)
             self._changed.notify_all()
+
+    def _remember(self, snap: Snapshot) -> None:
+        """Keep `snap` in the recent-frames ring (the latest revision of a part replaces older ones)."""
+        old = self._frames.pop(snap.frame.part_id, None)
+        if old is not None:
+            self._frames_bytes -= old.frame.image.nbytes
+        self._frames[snap.frame.part_id] = snap
+        self._frames_bytes += snap.frame.image.nbytes
+        while self._frames and (
+            len(self._frames) > self._keep_frames or self._frames_bytes > self._keep_bytes
+        ):
+            _, dropped = self._frames.popitem(last=False)
+            self._frames_bytes -= dropped.frame.image.nbytes
+
+    def recent(self, part_id: str) -> Snapshot | None:
+        """The frame and latest verdict of a recently judged part, if still in the ring."""
+        with self._lock:
+            return self._frames.get(part_id)
 
     def latest(self, camera: str) -> Snapshot | None:
         """The camera's last judged frame."""

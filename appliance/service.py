@@ -62,8 +62,11 @@ class Service:
         *,
         source_factory: SourceFactory = make_source,
         profile: EdgeProfile | None = None,
+        config_path: Path | None = None,
     ) -> None:
         self.settings = settings
+        #: The config file the settings came from (None: the embedded default); the console edits it.
+        self.config_path = config_path
         self.source_factory = source_factory
         cameras = sum(len(line.cameras) for line in settings.lines)
         self.profile = profile or resolve_profile(settings.profile, cameras)
@@ -223,7 +226,7 @@ class Service:
             emit=self._emit,
             pending=self.pending,
             cloud=cloud,
-            observe=self.live.observe,
+            observe=self._observe,
         )
 
     def _emit(self, verdict: Verdict, also: Any = None) -> None:

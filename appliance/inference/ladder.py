@@ -18,6 +18,7 @@ What is still uncertain after the last local tier is offered to the cloud tier a
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
@@ -123,6 +124,10 @@ class Escalation:
     t_provisional: float = field(default_factory=time.monotonic)
 
 
+#: Upper bounds (ms) of the per-tier inference latency histogram; the last bucket is +Inf.
+LATENCY_BUCKETS_MS: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+
+
 @dataclass
 class TierStats:
     """Counters per tier, read by health and /metrics."""
@@ -132,6 +137,8 @@ class TierStats:
     agreed: int = 0
     disagreed: int = 0
     latency_ms_sum: float = 0.0
+    #: Verdicts per latency bucket (not cumulative), len(LATENCY_BUCKETS_MS) + 1 with +Inf last.
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
 
 
 class Ladder:
@@ -422,6 +429,7 @@ class Ladder:
             stats = self.stats[pos]
             stats.judged += 1
             stats.latency_ms_sum += verdict.inference_ms
+            stats.latency_counts[bisect.bisect_left(LATENCY_BUCKETS_MS, verdict.inference_ms)] += 1
 
     def _agreement(self, pos: int, lower: Verdict, upper: Verdict) -> None:
         with self._lock:
@@ -454,6 +462,11 @@ class Ladder:
                         "mean_inference_ms": round(stats.latency_ms_sum / stats.judged, 3)
                         if stats.judged
                         else None,
+                        "latency_hist": {
+                            "le_ms": list(LATENCY_BUCKETS_MS),
+                            "counts": list(stats.latency_counts),
+                            "sum_ms": round(stats.latency_ms_sum, 3),
+                        },
                     }
                 )
             resolved = self.refined

@@ -93,6 +93,52 @@ MIGRATIONS: list[str] = [
         revoked_ms INTEGER
     );
     """,
+    # 2: console accounts (argon2id hashes), sessions, login backoff/lockout, the audit log
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        role TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        disabled_ms INTEGER,
+        last_login_ms INTEGER
+    );
+    -- The cookie holds a random token; only its sha256 is stored. csrf: the session's token
+    -- for state-changing requests.
+    CREATE TABLE sessions (
+        token_sha256 TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        csrf TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        last_seen_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        address TEXT
+    );
+    CREATE INDEX sessions_user ON sessions (user_id);
+    -- Consecutive failed logins per user name (known or not, so lockout reveals nothing).
+    CREATE TABLE login_failures (
+        subject TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        last_ms INTEGER NOT NULL,
+        locked_until_ms INTEGER
+    );
+    -- Who did what, when, from where, with what result: logins and every change.
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        ts_ms INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        actor_kind TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT,
+        result TEXT NOT NULL,
+        address TEXT,
+        details TEXT
+    );
+    CREATE INDEX audit_time ON audit (ts_ms);
+    CREATE INDEX hard_cases_time ON hard_cases (created_ms);
+    """,
 ]
 
 

@@ -1,106 +1,136 @@
-"""The FastAPI application factory: health, results, metrics, live frames."""
+"""The FastAPI application factory: the operator console (pages) and its JSON API.
 
-# No `from __future__ import annotations`: FastAPI resolves dependency annotations at runtime
-# and the dependencies here are closures over the service.
-from typing import TYPE_CHECKING, Annotated, Any
+Pages are rendered on the server (Jinja2) with one small static script; the API under `/api`
+serves everything the pages show, described by the OpenAPI document at `/openapi.json` (and
+readable at `/docs`). Authentication: session cookies for people, bearer tokens for machines;
+see `appliance.web.deps`. Hardening: `appliance.web.security`.
+"""
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from __future__ import annotations
 
-from appliance.auth import Principal, Role, verify_token
-from appliance.live import annotate
-from appliance.web.metrics import make_registry
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from appliance.web import deps
+from appliance.web.config_edit import file_sha256
+from appliance.web.deps import Console, LoginRequired, PageForbidden
+from appliance.web.login import LoginGuard
+from appliance.web.routes import admin, auth_pages, docs, health, live, models, results, review, settings
+from appliance.web.security import BodyLimit, SecurityHeaders
+from appliance.web.sessions import SessionStore
+from appliance.web.shift import ShiftStats
+from appliance.web.templating import make_templates, render
 
 if TYPE_CHECKING:
     from appliance.service import Service
 
+logger = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
 
-def create_app(service: "Service") -> FastAPI:
+
+def create_app(service: Service) -> FastAPI:
     """The console and API for one running service."""
+    web = service.settings.web
+    tls = web.tls_cert is not None
     app = FastAPI(
         title="Vision appliance",
         version="1",
-        description="Local console and API of the on-premise vision appliance.",
+        description=(
+            "Local console and API of the on-premise vision appliance. Authenticate with "
+            "`Authorization: Bearer <token>` (`appliance token create NAME --role ROLE`); "
+            "`GET /api/health` and `GET /metrics` are open."
+        ),
+        docs_url=None,
+        redoc_url=None,
     )
+    ctx = Console(
+        service=service,
+        templates=make_templates(),
+        sessions=SessionStore(
+            service.reader.conn,
+            service.writer.call,
+            idle_minutes=web.session_idle_minutes,
+            max_hours=web.session_max_hours,
+            tls=tls,
+        ),
+        guard=LoginGuard(web),
+        shift=ShiftStats(service.reader.conn, web.shift_starts),
+        tls=tls,
+        config_sha256=file_sha256(service.config_path),
+    )
+    app.state.console = ctx
     app.state.service = service
-    registry = make_registry(service.health)
-
-    def principal(request: Request) -> Principal | None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() == "bearer" and token:
-            return verify_token(service.reader.conn(), token.strip())
-        return None
-
-    def require(role: Role) -> Any:
-        def check(who: Annotated[Principal | None, Depends(principal)]) -> Principal:
-            if who is None:
-                raise HTTPException(401, "authentication required", {"WWW-Authenticate": "Bearer"})
-            if not who.can(role):
-                raise HTTPException(403, f"role {role} or higher required")
-            return who
-
-        return check
-
-    @app.get("/api/health", tags=["health"], summary="Service health (no authentication)")
-    def health() -> JSONResponse:
-        snapshot = service.health()
-        code = 503 if snapshot["status"] == "error" else 200
-        return JSONResponse(snapshot, status_code=code)
-
-    @app.get("/api/results", tags=["results"], summary="Latest results, newest first")
-    def results(
-        _: Annotated[Principal, Depends(require("viewer"))],
-        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-        line: Annotated[str | None, Query(max_length=64)] = None,
-        verdict: Annotated[str | None, Query(pattern="^(pass|fail|error)$")] = None,
-        defect_class: Annotated[str | None, Query(max_length=64)] = None,
-        since_ms: Annotated[int | None, Query(ge=0)] = None,
-        until_ms: Annotated[int | None, Query(ge=0)] = None,
-    ) -> list[dict[str, Any]]:
-        return service.reader.recent_results(
-            limit,
-            line=line,
-            verdict=verdict,
-            defect_class=defect_class,
-            since_ms=since_ms,
-            until_ms=until_ms,
-        )
-
-    @app.get("/api/parts/{part_id}", tags=["results"], summary="Every revision of one part")
-    def part(_: Annotated[Principal, Depends(require("viewer"))], part_id: str) -> list[dict[str, Any]]:
-        history = service.reader.part_history(part_id[:200])
-        if not history:
-            raise HTTPException(404, "no such part")
-        return history
-
-    @app.get(
-        "/api/live/{camera}.jpg",
-        tags=["live"],
-        summary="Latest annotated frame of a camera",
-        response_class=Response,
-    )
-    def live_frame(_: Annotated[Principal, Depends(require("viewer"))], camera: str) -> Response:
-        snap = service.live.latest(camera[:64])
-        if snap is None:
-            raise HTTPException(404, "no frame from this camera yet")
-        return Response(
-            annotate(snap.frame, snap.verdict), media_type="image/jpeg", headers={"Cache-Control": "no-store"}
-        )
-
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", response_class=Response)
-    def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/", include_in_schema=False, response_class=HTMLResponse)
-    def index() -> HTMLResponse:
-        snapshot = service.health()
-        return HTMLResponse(
-            "<!doctype html><title>Vision appliance</title>"
-            f"<h1>Vision appliance {service.settings.node_id}</h1>"
-            f"<p>Status: {snapshot['status']}. API: <a href='/docs'>/docs</a>, "
-            "<a href='/api/health'>/api/health</a>, <a href='/metrics'>/metrics</a>.</p>"
-        )
-
+    for module in (auth_pages, live, results, review, models, health, settings, admin, docs):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    _handlers(app)
+    # The last added is the outermost: headers go on every answer, the 413 of the cap included.
+    app.add_middleware(BodyLimit, limit=web.max_body_bytes)
+    app.add_middleware(SecurityHeaders, tls=tls)
     return app
+
+
+def _handlers(app: FastAPI) -> None:
+    def is_api(request: Request) -> bool:
+        """JSON errors for the API and for scripts; pages for people (browsers ask for HTML)."""
+        api_path = request.url.path.startswith(("/api/", "/metrics", "/openapi.json"))
+        return api_path or "text/html" not in request.headers.get("accept", "")
+
+    @app.exception_handler(LoginRequired)
+    async def to_login(request: Request, _exc: LoginRequired) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+
+    @app.exception_handler(PageForbidden)
+    async def forbidden(request: Request, exc: PageForbidden) -> Response:
+        ctx = deps.console(request)
+        return render(
+            request,
+            ctx,
+            deps.identify(request),
+            "error.html",
+            status_code=403,
+            title="Not allowed",
+            message=f"This needs the {exc.needed} role or higher. Ask an admin if you need it.",
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if is_api(request):
+            return await http_exception_handler(request, exc)
+        ctx = deps.console(request)
+        titles = {404: "Not found", 403: "Not allowed", 401: "Please log in"}
+        return render(
+            request,
+            ctx,
+            deps.identify(request),
+            "error.html",
+            status_code=exc.status_code,
+            title=titles.get(exc.status_code, "Error"),
+            message=str(exc.detail),
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        if is_api(request):
+            return await request_validation_exception_handler(request, exc)
+        ctx = deps.console(request)
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors())
+        return render(
+            request,
+            ctx,
+            deps.identify(request),
+            "error.html",
+            status_code=400,
+            title="Bad request",
+            message=problems,
+        )

@@ -1,19 +1,30 @@
-"""Prometheus exposition, read from the service's health snapshot at scrape time."""
+"""Prometheus exposition, read from the service's health snapshot at scrape time.
+
+Besides the health figures: per-tier inference latency histograms (`appliance_inference_latency_ms`),
+escalation rates, the outbox depth (results the broker has not acknowledged, from SQLite), the
+sync lag when a sync component reports its last success, and every numeric figure of other
+components (MQTT, sync...) as `appliance_component_value{component, key}`.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
 
 class HealthCollector(Collector):
     """Turns the health dict into metrics (no second set of counters to keep in sync)."""
 
-    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self, snapshot: Callable[[], dict[str, Any]], outbox: Callable[[], dict[str, Any]] | None = None
+    ) -> None:
         self.snapshot = snapshot
+        self.outbox = outbox
 
     def collect(self) -> Iterable[Metric]:
         """Metrics for one scrape."""
@@ -70,6 +81,16 @@ class HealthCollector(Collector):
         agree = GaugeMetricFamily(
             "appliance_tier_agreement", "Agreement rate with the next tier", labels=["line", "tier", "model"]
         )
+        rate = GaugeMetricFamily(
+            "appliance_tier_escalation_rate",
+            "Share of this tier's verdicts escalated to the next tier",
+            labels=["line", "tier", "model"],
+        )
+        latency = HistogramMetricFamily(
+            "appliance_inference_latency_ms",
+            "Inference latency of verdicts decided at each tier (ms, cumulative over the ladder)",
+            labels=["line", "tier", "model"],
+        )
         for line_id, ladder in components.get("ladders", {}).items():
             parts.add_metric([line_id], ladder["parts"])
             missed.add_metric([line_id], ladder["deadline_missed"])
@@ -82,7 +103,11 @@ class HealthCollector(Collector):
                 service.add_metric(labels, tier["service_ms"])
                 if tier["agreement_with_next"] is not None:
                     agree.add_metric(labels, tier["agreement_with_next"])
-        yield from (parts, missed, backlog, open_prov, judged, escal, service, agree)
+                rate.add_metric(labels, tier.get("escalation_rate", 0.0))
+                hist = tier.get("latency_hist")
+                if hist:
+                    latency.add_metric(labels, _cumulative(hist), hist["sum_ms"])
+        yield from (parts, missed, backlog, open_prov, judged, escal, service, agree, rate, latency)
 
         store = components.get("store", {})
         if store:
@@ -97,6 +122,51 @@ class HealthCollector(Collector):
             )
         for name, value in health.get("metrics", {}).items():
             yield GaugeMetricFamily(f"appliance_{name}", name.replace("_", " "), value=value)
+        if self.outbox is not None:
+            box = self.outbox()
+            yield GaugeMetricFamily(
+                "appliance_outbox_depth",
+                "Results not yet acknowledged by the broker (counted up to 100000)",
+                value=box["unpublished"],
+            )
+            if box["oldest_unpublished_age_s"] is not None:
+                yield GaugeMetricFamily(
+                    "appliance_outbox_oldest_age_seconds",
+                    "Age of the oldest result the broker has not acknowledged",
+                    value=box["oldest_unpublished_age_s"],
+                )
+        sync = components.get("sync")
+        if isinstance(sync, dict):
+            last = next((sync[k] for k in _SYNC_LAST_KEYS if isinstance(sync.get(k), int | float)), None)
+            if last is not None:
+                lag = max(0.0, time.time() - last / 1000.0)
+                yield GaugeMetricFamily(
+                    "appliance_sync_lag_seconds", "Time since the last successful sync", value=lag
+                )
+        values = GaugeMetricFamily(
+            "appliance_component_value",
+            "Numeric figures reported by components (MQTT, sync, web...)",
+            labels=["component", "key"],
+        )
+        for name, comp in components.items():
+            if name in {"cameras", "ladders", "store", "inference"} or not isinstance(comp, dict):
+                continue
+            for key, value in comp.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    values.add_metric([name, key], float(value))
+        yield values
+
+
+_SYNC_LAST_KEYS = ("last_success_ms", "last_sync_ms", "last_synced_ms")
+
+
+def _cumulative(hist: dict[str, Any]) -> list[tuple[str, float]]:
+    """Prometheus buckets (cumulative, +Inf last) from per-bucket counts."""
+    out, running = [], 0
+    for bound, count in zip([*hist["le_ms"], float("inf")], hist["counts"], strict=True):
+        running += count
+        out.append((floatToGoString(bound), float(running)))
+    return out
 
 
 def _flatten_components(components: dict[str, Any]) -> Iterable[tuple[str, dict[str, Any]]]:
@@ -109,8 +179,10 @@ def _flatten_components(components: dict[str, Any]) -> Iterable[tuple[str, dict[
                     yield f"{name}/{sub}", inner
 
 
-def make_registry(snapshot: Callable[[], dict[str, Any]]) -> CollectorRegistry:
+def make_registry(
+    snapshot: Callable[[], dict[str, Any]], outbox: Callable[[], dict[str, Any]] | None = None
+) -> CollectorRegistry:
     """A registry of its own per app (no global state between services or tests)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(HealthCollector(snapshot))
+    registry.register(HealthCollector(snapshot, outbox))
     return registry

@@ -31,6 +31,7 @@ class WebServer:
                 access_log=False,
                 lifespan="off",
                 timeout_graceful_shutdown=3,
+                server_header=False,  # do not advertise the server software
                 **kwargs,
             )
         )

@@ -1,0 +1,1 @@
+"""Routers of the console: one module per page and its API."""
