@@ -13,3 +13,11 @@ def add_components(service: Service) -> None:
         from appliance.web.server import WebServer
 
         service.add_component("web", WebServer(create_app(service), settings.web))
+    if settings.mqtt.enabled:
+        from appliance.mqtt.component import MqttComponent
+
+        service.add_component("mqtt", MqttComponent(service))
+        if settings.mqtt.sparkplug.enabled:
+            from appliance.mqtt.sparkplug.node import SparkplugComponent
+
+            service.add_component("sparkplug", SparkplugComponent(service))
