@@ -311,6 +311,7 @@ class Listener:
             CallbackAPIVersion.VERSION2, client_id=client_id or f"listener-{id(self)}", protocol=paho.MQTTv5
         )
         self.client.username_pw_set(user, USERS[user])
+        self.client.reconnect_delay_set(0.1, 0.5)
 
         def on_connect(client, _u, _f, reason, _p):  # noqa: ANN001
             if not reason.is_failure and topics:
@@ -366,3 +367,91 @@ class Listener:
         """Disconnect."""
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class Gate:
+    """A TCP forwarder in front of a broker port that a test can close and open.
+
+    Closing cuts every connection through it at once (the broker sees the client vanish, so it
+    publishes the Will) and refuses new ones until it is opened again: a network outage whose
+    end the test controls.
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        import threading
+
+        self.target = (target_host, target_port)
+        self.host = "127.0.0.1"
+        self._server = socket.socket()
+        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._server.bind((self.host, 0))
+        self._server.listen(16)
+        self._server.settimeout(0.1)
+        self.port = int(self._server.getsockname()[1])
+        self._open = threading.Event()
+        self._open.set()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, name="gate", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._stop.is_set():
+            try:
+                client, _ = self._server.accept()
+            except (TimeoutError, OSError):
+                continue
+            if not self._open.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=2)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        """Cut all connections and refuse new ones."""
+        self._open.clear()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for s in sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def open(self) -> None:
+        """Let connections through again."""
+        self._open.set()
+
+    def stop(self) -> None:
+        """Close for good."""
+        self.close()
+        self._stop.set()
+        self._thread.join(2)
+        self._server.close()

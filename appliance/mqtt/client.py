@@ -160,6 +160,8 @@ class MqttLink:
         self.connects = 0
         self.disconnects = 0
         self.attempts = 0
+        self.connects_sent = 0
+        self._drop_requested: int | None = None
         self.loop_deaths = 0
         self.callback_errors = 0
         self.auth_failures = 0
@@ -200,6 +202,24 @@ class MqttLink:
                     logger.warning("farewell message not delivered: %s", exc, extra=self._log)
         self._close(session, graceful=True)
         self.state = "stopped"
+
+    def end_session(self, farewell: list[tuple[str, bytes, bool]], reason: str) -> None:
+        """Publish `farewell` (QoS 1, awaited), disconnect cleanly and reconnect after a backoff.
+
+        For Sparkplug: an edge node whose primary host went offline sends its NDEATH and ends
+        its session. Call from any thread but paho's.
+        """
+        session = self._session
+        if session is None or not session.up:
+            return
+        for topic, payload, retain in farewell:
+            try:
+                session.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(3.0)
+            except (RuntimeError, ValueError) as exc:
+                logger.warning("farewell message not delivered: %s", exc, extra=self._log)
+        self.last_error = reason
+        self._drop_requested = session.generation
+        self._kick.set()
 
     def kick(self) -> None:
         """Try to connect now instead of at the end of the backoff (after a config fix)."""
@@ -280,11 +300,24 @@ class MqttLink:
     def _watch(self, session: Session) -> None:
         """Tear down a connection whose loop ended (or died) or whose CONNACK never came."""
         thread = session.thread
+        if self._drop_requested == session.generation:
+            self._drop_requested = None
+            self._close(session, graceful=True)
+            self._session = None
+            self.state = "disconnected"
+            self._next_attempt = time.monotonic() + self._backoff_delay()
+            return
         if thread is not None and thread.is_alive():
             if not session.up and time.monotonic() - session.started > self.config.connect_timeout_s:
                 self.last_error = f"no CONNACK from {self._broker} within {self.config.connect_timeout_s:.0f} s"
                 self._drop(session, self._backoff_delay())
             return
+        if not session.up and session.refused is None:
+            self.last_error = (
+                f"{self._broker} closed the connection before CONNACK "
+                "(TLS client certificate required? TLS on a plain port?)"
+            )
+            logger.warning("MQTT %s", self.last_error, extra=self._log)
         if session.up and session.client.is_connected():
             self.loop_deaths += 1
             self.last_error = "the MQTT network loop died while connected; reconnecting"
@@ -329,12 +362,10 @@ class MqttLink:
         session = Session(generation, client, self.protocol)
         self.state = "connecting"
         try:
-            client.connect(
-                self.config.host,
-                self.config.port,
-                keepalive=self.config.keepalive_s,
-                clean_start=True,
-            )
+            # Clean session (3.1.1 default) / clean start (5): the outbox, not the broker's
+            # session, decides what is resent; Sparkplug requires it too.
+            extra = {"clean_start": True} if session.v5 else {}
+            client.connect(self.config.host, self.config.port, keepalive=self.config.keepalive_s, **extra)
         except (OSError, ssl.SSLError, ValueError) as exc:
             self.last_error = f"cannot connect to {self._broker}: {exc}"
             # Log the first failure of a streak; the rest is in health (no log flood in an outage).
@@ -344,6 +375,7 @@ class MqttLink:
             self.state = "unreachable"
             self._next_attempt = time.monotonic() + self._backoff_delay()
             return
+        self.connects_sent += 1  # a CONNECT went out (Sparkplug counts bdSeq per CONNECT)
         if self._stop.is_set():
             self._close(session, graceful=True)
             return

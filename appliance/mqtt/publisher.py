@@ -159,11 +159,11 @@ class OutboxPublisher:
         last = self.writer.last_seq
         if not isinstance(from_seq, int) or from_seq < 1:
             return Outcome(False, "from_seq must be an integer >= 1")
+        if from_seq > last:
+            return Outcome(False, f"from_seq {from_seq} is beyond the last seq {last}")
         end = last if to_seq is None else to_seq
         if not isinstance(end, int) or end < from_seq:
             return Outcome(False, "to_seq must be an integer >= from_seq")
-        if from_seq > last:
-            return Outcome(False, f"from_seq {from_seq} is beyond the last seq {last}")
         end = min(end, last)
         if end - from_seq + 1 > self.max_republish:
             return Outcome(

@@ -203,7 +203,7 @@ class StatePublisher:
                 self._wake.clear()
                 now = time.monotonic()
                 if now >= self._next_watch:
-                    self._next_watch = now + _WATCH_PERIOD_S
+                    self._next_watch = now + min(_WATCH_PERIOD_S, self.interval)
                     self.alarms.check()
                 session = self.link.session
                 if session is None or not session.up:
