@@ -88,9 +88,7 @@ class Controller:
         ladder = self.service.ladders.get(line)
         if ladder is None:
             return []
-        return [
-            {"tier": t.index, **t.model.to_json(), "band": list(t.band)} for t in list(ladder.tiers)
-        ]
+        return [{"tier": t.index, **t.model.to_json(), "band": list(t.band)} for t in list(ladder.tiers)]
 
     def switch_model(self, line: str, model: str, tier: int = 1, by: str = "operator") -> Outcome:
         """Load package `model`, warm it up and make it tier `tier` of `line` between two frames."""

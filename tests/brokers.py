@@ -9,6 +9,7 @@ Nothing here imports pytest, so `appliance bench` can use it as well.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import getpass
 import ipaddress
@@ -298,7 +299,9 @@ class Broker:
 class Listener:
     """A test-side MQTT client (the OT system): subscribes, records, publishes commands."""
 
-    def __init__(self, broker: Broker, topics: list[str], *, user: str = "tester", client_id: str = "") -> None:
+    def __init__(
+        self, broker: Broker, topics: list[str], *, user: str = "tester", client_id: str = ""
+    ) -> None:
         import threading
 
         import paho.mqtt.client as paho
@@ -313,16 +316,16 @@ class Listener:
         self.client.username_pw_set(user, USERS[user])
         self.client.reconnect_delay_set(0.1, 0.5)
 
-        def on_connect(client, _u, _f, reason, _p):  # noqa: ANN001
+        def on_connect(client, _u, _f, reason, _p):
             if not reason.is_failure and topics:
                 client.subscribe([(t, 1) for t in topics])
             elif not topics:
                 self._subscribed.set()
 
-        def on_subscribe(_c, _u, _mid, _codes, _p):  # noqa: ANN001
+        def on_subscribe(_c, _u, _mid, _codes, _p):
             self._subscribed.set()
 
-        def on_message(_c, _u, message):  # noqa: ANN001
+        def on_message(_c, _u, message):
             with self._cond:
                 self.messages.append(message)
                 self._cond.notify_all()
@@ -335,7 +338,7 @@ class Listener:
         if not self._subscribed.wait(10):
             raise RuntimeError("listener could not subscribe")
 
-    def wait_for(self, predicate, timeout: float = 10.0) -> list:  # noqa: ANN001
+    def wait_for(self, predicate, timeout: float = 10.0) -> list:
         """Wait until predicate(messages) is truthy; return the messages."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -351,7 +354,9 @@ class Listener:
         with self._cond:
             return [m for m in self.messages if m.topic == topic]
 
-    def publish(self, topic: str, payload: bytes | str, *, retain: bool = False, expiry_s: int | None = None) -> None:
+    def publish(
+        self, topic: str, payload: bytes | str, *, retain: bool = False, expiry_s: int | None = None
+    ) -> None:
         """Publish (QoS 1) and wait for the PUBACK."""
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
@@ -428,10 +433,8 @@ class Gate:
         except OSError:
             pass
         for s in (src, dst):
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def close(self) -> None:
         """Cut all connections and refuse new ones."""
@@ -439,10 +442,8 @@ class Gate:
         with self._lock:
             sockets, self._sockets = self._sockets, []
         for s in sockets:
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             s.close()
 
     def open(self) -> None:

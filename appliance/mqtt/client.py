@@ -14,6 +14,7 @@ and reconnects. A refused login is not retried in a tight loop: it waits `reconn
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -39,8 +40,9 @@ logger = logging.getLogger(__name__)
 CREDENTIAL_NAME = "mqtt-password"
 # CONNACK reason codes (MQTT 5; paho maps 3.1.1 return codes 4 and 5 onto 0x86 and 0x87).
 _AUTH_REFUSED = {0x86, 0x87, 0x8A, 0x8C}  # bad credentials, not authorized, banned, bad auth method
+# 3.1.1 "unacceptable protocol version", 5 "unsupported protocol version"
 _BAD_PROTOCOL = {0x01, 0x84}
-_CONTROL_HEADROOM = 16  # QoS 1 messages beside results: acks, events, health, state  # 3.1.1 "unacceptable protocol version", 5 "unsupported protocol version"
+_CONTROL_HEADROOM = 16  # QoS 1 messages beside results: acks, events, health, state
 
 
 class LinkHandler(Protocol):
@@ -230,9 +232,7 @@ class MqttLink:
     def alive(self) -> bool:
         """The supervisor thread runs and has looped recently."""
         return bool(
-            self._thread is not None
-            and self._thread.is_alive()
-            and time.monotonic() - self.heartbeat < 30.0
+            self._thread is not None and self._thread.is_alive() and time.monotonic() - self.heartbeat < 30.0
         )
 
     @property
@@ -309,7 +309,9 @@ class MqttLink:
             return
         if thread is not None and thread.is_alive():
             if not session.up and time.monotonic() - session.started > self.config.connect_timeout_s:
-                self.last_error = f"no CONNACK from {self._broker} within {self.config.connect_timeout_s:.0f} s"
+                self.last_error = (
+                    f"no CONNACK from {self._broker} within {self.config.connect_timeout_s:.0f} s"
+                )
                 self._drop(session, self._backoff_delay())
             return
         if not session.up and session.refused is None:
@@ -396,7 +398,9 @@ class MqttLink:
         client.max_queued_messages_set(0)
         # paho does not honour the broker's Receive Maximum by itself: cap its window with the
         # value the broker announced last time (QoS 1 beyond it waits inside paho).
-        client.max_inflight_messages_set(max(1, min(self.config.inflight + _CONTROL_HEADROOM, self._receive_hint)))
+        client.max_inflight_messages_set(
+            max(1, min(self.config.inflight + _CONTROL_HEADROOM, self._receive_hint))
+        )
         client.connect_timeout = self.config.connect_timeout_s
         if self.config.username:
             client.username_pw_set(self.config.username, read_password(self.config))
@@ -429,10 +433,8 @@ class MqttLink:
             logger.debug("closing MQTT client: %s", exc, extra=self._log)
         sock = client.socket()
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.close()
-            except OSError:
-                pass
         if was_up:
             self.disconnects += 1
             self.connected_since_ms = None
@@ -459,7 +461,13 @@ class MqttLink:
         return guarded
 
     def _on_connect(
-        self, generation: int, client: paho.Client, _userdata: Any, _flags: Any, reason: ReasonCode, props: Any
+        self,
+        generation: int,
+        client: paho.Client,
+        _userdata: Any,
+        _flags: Any,
+        reason: ReasonCode,
+        props: Any,
     ) -> None:
         session = self._session
         if session is None or session.generation != generation:

@@ -95,7 +95,9 @@ class Spec:
 COMMANDS: dict[str, Spec] = {
     "start": Spec(True, NoArgs, lambda c, line, a, by: c.start_line(line or "", by)),
     "stop": Spec(True, NoArgs, lambda c, line, a, by: c.stop_line(line or "", by)),
-    "switch_model": Spec(True, SwitchModelArgs, lambda c, line, a, by: c.switch_model(line or "", a.model, a.tier, by)),
+    "switch_model": Spec(
+        True, SwitchModelArgs, lambda c, line, a, by: c.switch_model(line or "", a.model, a.tier, by)
+    ),
     "ack_alarm": Spec(False, AckAlarmArgs, lambda c, line, a, by: c.acknowledge_alarm(a.key, by)),
     "republish": Spec(False, RepublishArgs, lambda c, line, a, by: c.republish(a.from_seq, a.to_seq)),
 }
@@ -207,7 +209,14 @@ class CommandHandler:
         if item.retained:
             self.ignored_retained += 1
             if self._stored(cmd_id) is None:
-                self._send(_ack(cmd_id, where, "failed", "retained command ignored (publish commands with retain=false)"))
+                self._send(
+                    _ack(
+                        cmd_id,
+                        where,
+                        "failed",
+                        "retained command ignored (publish commands with retain=false)",
+                    )
+                )
             return None
         first = _ack(cmd_id, where, "accepted", None)
         stored = self._insert(cmd_id, item, first)
@@ -223,13 +232,23 @@ class CommandHandler:
             return self._finish(cmd_id, where, "failed", reason)
         spec = COMMANDS.get(where.name)
         if spec is None:
-            return self._finish(cmd_id, where, "failed", f"unknown command {where.name!r}; known: {', '.join(COMMANDS)}")
+            return self._finish(
+                cmd_id, where, "failed", f"unknown command {where.name!r}; known: {', '.join(COMMANDS)}"
+            )
         if spec.line_level and where.line is None:
             return self._finish(
-                cmd_id, where, "failed", f"{where.name} is a line command: use {self.topics.base}/line/LINE/cmd/{where.name}"
+                cmd_id,
+                where,
+                "failed",
+                f"{where.name} is a line command: use {self.topics.base}/line/LINE/cmd/{where.name}",
             )
         if not spec.line_level and where.line is not None:
-            return self._finish(cmd_id, where, "failed", f"{where.name} is a node command: use {self.topics.base}/cmd/{where.name}")
+            return self._finish(
+                cmd_id,
+                where,
+                "failed",
+                f"{where.name} is a node command: use {self.topics.base}/cmd/{where.name}",
+            )
         try:
             args = spec.args.model_validate(envelope.args)
         except ValidationError as exc:
@@ -261,7 +280,12 @@ class CommandHandler:
         self._send(_ack(cmd_id, where, "failed", reason))
 
     def _finish(
-        self, cmd_id: str, where: CommandTopic, status: str, reason: str | None, result: dict[str, Any] | None = None
+        self,
+        cmd_id: str,
+        where: CommandTopic,
+        status: str,
+        reason: str | None,
+        result: dict[str, Any] | None = None,
     ) -> None:
         if status == "failed":
             self.failed += 1
@@ -336,7 +360,11 @@ class CommandHandler:
 
 
 def _ack(
-    cmd_id: str | None, where: CommandTopic, status: str, reason: str | None, result: dict[str, Any] | None = None
+    cmd_id: str | None,
+    where: CommandTopic,
+    status: str,
+    reason: str | None,
+    result: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     ack: dict[str, Any] = {
         "schema": ACK_SCHEMA,

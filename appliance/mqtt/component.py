@@ -130,7 +130,9 @@ class MqttComponent:
     def _announce(self) -> None:
         """On every new connection, from the state thread: Home Assistant discovery."""
         if self.config.homeassistant.enabled:
-            for topic, payload in discovery_messages(self.service, self.topics, self.config.homeassistant.prefix):
+            for topic, payload in discovery_messages(
+                self.service, self.topics, self.config.homeassistant.prefix
+            ):
                 self.link.publish(topic, payload, qos=1, retain=True)
 
     def _rejected(self, reason: str) -> None:

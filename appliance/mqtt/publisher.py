@@ -246,7 +246,9 @@ class OutboxPublisher:
         self._inflight_seqs.discard(sent.seq)
         if reason.is_failure:
             self.rejected += 1
-            self.last_rejection = f"broker refused seq {sent.seq} on {sent.topic}: {reason} (0x{reason.value:02x})"
+            self.last_rejection = (
+                f"broker refused seq {sent.seq} on {sent.topic}: {reason} (0x{reason.value:02x})"
+            )
             if not self._refused:
                 self._on_rejected(self.last_rejection)
             self._refused.add(sent.seq)
@@ -345,7 +347,9 @@ class OutboxPublisher:
         batch = [(ts, seq) for seq, ts in self._unmarked.items() if seq not in submitted]
 
         def mark(conn: sqlite3.Connection) -> int:
-            conn.executemany("UPDATE results SET published_ms = ? WHERE seq = ? AND published_ms IS NULL", batch)
+            conn.executemany(
+                "UPDATE results SET published_ms = ? WHERE seq = ? AND published_ms IS NULL", batch
+            )
             return len(batch)
 
         self._marking.append((self.writer.call(mark), [seq for _, seq in batch]))

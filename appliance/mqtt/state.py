@@ -39,6 +39,7 @@ EVENT_SCHEMA = "vision.event/1"
 _EVENT_QUEUE = 1000
 _STATE_KINDS = {"line_started", "line_stopped", "model_switched", "camera_lost", "camera_recovered"}
 _WATCH_PERIOD_S = 5.0
+_COMPACT = (",", ":")
 
 
 def line_state(service: Service, controller: Controller, line: str) -> dict[str, Any]:
@@ -126,7 +127,9 @@ class StoreAlarms:
                 disk_free_mb=health["disk_free_mb"],
             )
         elif health["disk_free_mb"] >= store.min_free_mb * 1.2:
-            events.clear_alarm("disk_low", "disk_ok", "disk space recovered", disk_free_mb=health["disk_free_mb"])
+            events.clear_alarm(
+                "disk_low", "disk_ok", "disk space recovered", disk_free_mb=health["disk_free_mb"]
+            )
 
 
 class StatePublisher:
@@ -232,7 +235,12 @@ class StatePublisher:
                     return
                 event = self._events[0]
             payload = {"schema": EVENT_SCHEMA, "node": self.service.settings.node_id, **event.to_json()}
-            if self.link.publish(self.topics.event, json.dumps(payload, default=str), qos=1) is None:
+            if (
+                self.link.publish(
+                    self.topics.event, json.dumps(payload, default=str, separators=_COMPACT), qos=1
+                )
+                is None
+            ):
                 return  # disconnected: keep it for the next connection
             with self._lock:
                 if self._events and self._events[0] is event:
@@ -244,7 +252,7 @@ class StatePublisher:
         document = {"schema": HEALTH_SCHEMA, "ts_ms": now_ms(), **self.service.health()}
         self.link.publish(
             self.topics.health,
-            json.dumps(document, default=str),
+            json.dumps(document, default=str, separators=_COMPACT),
             qos=1,
             retain=True,
             expiry_s=int(self.interval * 3),
@@ -253,7 +261,9 @@ class StatePublisher:
     def _publish_states(self, lines: list[str]) -> None:
         for line in lines:
             state = line_state(self.service, self.controller, line)
-            self.link.publish(self.topics.state(line), json.dumps(state), qos=1, retain=True)
+            self.link.publish(
+                self.topics.state(line), json.dumps(state, separators=_COMPACT), qos=1, retain=True
+            )
 
     def health(self) -> dict[str, Any]:
         """State-publisher figures for /api/health."""

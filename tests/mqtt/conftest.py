@@ -56,7 +56,9 @@ def mqtt_settings(make_settings: Callable[..., Settings], broker: Broker) -> Cal
             "health_interval_s": 1.0,
         }
         section.update(mqtt)
-        return make_settings(source=source or {"kind": "simulator", "fps": 40}, mqtt=section, web={"enabled": False})
+        return make_settings(
+            source=source or {"kind": "simulator", "fps": 40}, mqtt=section, web={"enabled": False}
+        )
 
     return build
 

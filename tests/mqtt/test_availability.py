@@ -34,7 +34,7 @@ def _config(tmp_path: Path, models_dir: Path, broker: Broker) -> Path:
     config.write_text(
         f"""
 node_id = "killed-node"
-state_dir = "{tmp_path / 'state'}"
+state_dir = "{tmp_path / "state"}"
 models_dir = "{models_dir}"
 
 [web]
@@ -44,7 +44,7 @@ enabled = false
 host = "{broker.host}"
 port = {broker.port}
 username = "appliance"
-password_file = "{broker.password_file('appliance')}"
+password_file = "{broker.password_file("appliance")}"
 
 [[lines]]
 id = "line1"

@@ -91,7 +91,13 @@ def test_connects_with_password_over_tls(broker, link_for):
 def test_mutual_tls_client_certificate(broker, link_for):
     certs = broker.certs
     link, rec = link_for(
-        config(broker, port=broker.mtls_port, tls_ca=certs.ca, tls_cert=certs.client_cert, tls_key=certs.client_key)
+        config(
+            broker,
+            port=broker.mtls_port,
+            tls_ca=certs.ca,
+            tls_cert=certs.client_cert,
+            tls_key=certs.client_key,
+        )
     )
     assert rec.up.wait(10)
     without, rec2 = link_for(config(broker, port=broker.mtls_port, tls_ca=certs.ca))

@@ -87,7 +87,9 @@ def test_stop_start_and_duplicates_run_once(mqtt_settings, run_service, ot):
         assert acks[-1]["result"] == {"line": "line1", "running": False, "changed": True}
         assert camera.paused
         ot.listener.wait_for(
-            lambda ms: any(m.topic.endswith("line1/state") and not json.loads(m.payload)["running"] for m in ms)
+            lambda ms: any(
+                m.topic.endswith("line1/state") and not json.loads(m.payload)["running"] for m in ms
+            )
         )
         seq = service.writer.last_seq
         time.sleep(0.5)
@@ -100,7 +102,10 @@ def test_stop_start_and_duplicates_run_once(mqtt_settings, run_service, ot):
         assert acks[-1]["duplicate"] is True and acks[-1]["status"] == "done"
         assert not camera.paused, "a duplicate must not run again"
         events = [json.loads(m.payload) for m in ot.listener.on(f"{BASE}/event")]
-        assert [e["kind"] for e in events if e["kind"].startswith("line_")] == ["line_stopped", "line_started"]
+        assert [e["kind"] for e in events if e["kind"].startswith("line_")] == [
+            "line_stopped",
+            "line_started",
+        ]
 
 
 def test_retained_and_stale_commands_are_not_run(mqtt_settings, run_service, ot, listen):
@@ -132,7 +137,8 @@ def test_switch_model_ack_alarm_and_republish(mqtt_settings, run_service, ot):
         mark = len(ot.listener.messages)
         ot.listener.wait_for(
             lambda ms: any(
-                m.topic.endswith("/result") and json.loads(m.payload)["model"]["name"] == "bright2" for m in ms[mark:]
+                m.topic.endswith("/result") and json.loads(m.payload)["model"]["name"] == "bright2"
+                for m in ms[mark:]
             )
         )
         events = [json.loads(m.payload) for m in ot.listener.on(f"{BASE}/event")]

@@ -40,7 +40,9 @@ def test_outbox_dropping_alarm_reaches_the_event_topic(mqtt_settings, run_servic
     with run_service(mqtt_settings(health_interval_s=1.0)) as service:
         service.writer.dropped_unpublished += 7  # what retention does when undelivered rows go
         events.wait_for(lambda ms: any(json.loads(m.payload)["kind"] == "outbox_dropping" for m in ms))
-    event = next(json.loads(m.payload) for m in events.messages if json.loads(m.payload)["kind"] == "outbox_dropping")
+    event = next(
+        json.loads(m.payload) for m in events.messages if json.loads(m.payload)["kind"] == "outbox_dropping"
+    )
     assert event["schema"] == "vision.event/1" and event["severity"] == "alarm"
     assert event["details"]["alarm"] == "outbox_dropping" and "7" in event["message"]
 

@@ -20,6 +20,12 @@ def test_parse_command_topics():
     t = Topics("plant/a", "n1")
     assert t.parse_command("plant/a/n1/cmd/republish") == CommandTopic("republish", None)
     assert t.parse_command("plant/a/n1/line/l1/cmd/stop") == CommandTopic("stop", "l1")
-    for other in ("plant/a/n2/cmd/x", "plant/a/n1/cmd/", "plant/a/n1/line/l1/cmd", "plant/a/n1/health",
-                  "plant/a/n1/line//cmd/x", "plant/a/n1/cmd/x/y"):
+    for other in (
+        "plant/a/n2/cmd/x",
+        "plant/a/n1/cmd/",
+        "plant/a/n1/line/l1/cmd",
+        "plant/a/n1/health",
+        "plant/a/n1/line//cmd/x",
+        "plant/a/n1/cmd/x/y",
+    ):
         assert t.parse_command(other) is None

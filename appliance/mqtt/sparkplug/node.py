@@ -343,7 +343,9 @@ class SparkplugComponent:
             self.commands += 1
             value = sp.metric_value(metric)
             if metric.name == "Control/Running" and isinstance(value, bool):
-                outcome = (self.controller.start_line if value else self.controller.stop_line)(line, "sparkplug")
+                outcome = (self.controller.start_line if value else self.controller.stop_line)(
+                    line, "sparkplug"
+                )
             elif metric.name == "Control/Model" and isinstance(value, str):
                 outcome = self.controller.switch_model(line, value, 1, "sparkplug")
             else:
@@ -384,13 +386,21 @@ class SparkplugComponent:
             dbirth = sp.build(ts, self._next_seq())
             for name, datatype, value in self._control_metrics(line) + self._counter_metrics(line):
                 sp.add_metric(dbirth, name, datatype, value, timestamp=ts)
-            for name, datatype, _value in _result_metrics({}):
-                sp.add_metric(dbirth, name, datatype, None, timestamp=ts)
+            last = self._last_result(line)  # births carry current values (null when none yet)
+            for name, datatype, value in _result_metrics(last):
+                sp.add_metric(dbirth, name, datatype, value, timestamp=last.get("ts_capture_ms", ts))
             self._publish(self.topics.device("DBIRTH", line), dbirth)
         self._born = True
         self.births += 1
         self._live_from = self.service.writer.last_seq
         logger.info("Sparkplug births published (bdSeq %d)", self.bd_seq)
+
+    def _last_result(self, line: str) -> dict[str, Any]:
+        assert self._conn is not None
+        row = self._conn.execute(
+            "SELECT payload FROM results WHERE line = ? ORDER BY seq DESC LIMIT 1", (line,)
+        ).fetchone()
+        return json.loads(row[0]) if row else {}
 
     def _control_metrics(self, line: str) -> list[tuple[str, int, Any]]:
         models = self.controller.models(line)
@@ -408,11 +418,19 @@ class SparkplugComponent:
             ("Counters/Error", sp.UINT64, counts.get("error", 0)),
         ]
 
-    def _device_data(self, line: str, metrics: list[tuple[str, int, Any]], *, ts: int | None = None,
-                     historical: bool = False) -> bool:
+    def _device_data(
+        self,
+        line: str,
+        metrics: list[tuple[str, int, Any]],
+        *,
+        ts: int | None = None,
+        historical: bool = False,
+    ) -> bool:
         payload = sp.build(now_ms(), self._next_seq())
         for name, datatype, value in metrics:
-            sp.add_metric(payload, name, datatype, value, timestamp=ts or payload.timestamp, historical=historical)
+            sp.add_metric(
+                payload, name, datatype, value, timestamp=ts or payload.timestamp, historical=historical
+            )
         if not self._publish(self.topics.device("DDATA", line), payload):
             return False
         self.ddata += 1
@@ -433,7 +451,9 @@ class SparkplugComponent:
                 metrics = _result_metrics(result)
                 if not historical:
                     metrics += self._counter_metrics(row["line"])
-                if not self._device_data(row["line"], metrics, ts=result["ts_capture_ms"], historical=historical):
+                if not self._device_data(
+                    row["line"], metrics, ts=result["ts_capture_ms"], historical=historical
+                ):
                     return  # the session ended; the rest waits for the next births
                 if historical:
                     self.historical += 1
