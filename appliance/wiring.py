@@ -14,10 +14,12 @@ def add_components(service: Service) -> None:
 
         service.add_component("web", WebServer(create_app(service), settings.web))
     if settings.mqtt.enabled:
+        from appliance.control import Controller
         from appliance.mqtt.component import MqttComponent
 
-        service.add_component("mqtt", MqttComponent(service))
+        controller = Controller(service)  # one for every command channel: one model switch at a time
+        service.add_component("mqtt", MqttComponent(service, controller))
         if settings.mqtt.sparkplug.enabled:
             from appliance.mqtt.sparkplug.node import SparkplugComponent
 
-            service.add_component("sparkplug", SparkplugComponent(service))
+            service.add_component("sparkplug", SparkplugComponent(service, controller))

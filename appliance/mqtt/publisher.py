@@ -104,7 +104,8 @@ class OutboxPublisher:
         self._sent_high = 0
         self._replay: tuple[int, int] | None = None  # (next seq, last seq) of a republish
         self._next_stats = 0.0
-        self._drain: tuple[float, int, int] | None = None  # (t0, published at t0, backlog at t0)
+        # A backlog being drained: (t0, published at t0, backlog at t0, last seq at t0)
+        self._drain: tuple[float, int, int, int] | None = None
         # figures for health
         self.published = RateCounter()
         self.replayed = 0
@@ -189,6 +190,7 @@ class OutboxPublisher:
                 self._handle_events()
                 if self._generation is not None and not self._quiet:
                     self._fill()
+                    self._check_drain()
                 self._settle_marks()
                 self._flush_marks(force=False)
                 if time.monotonic() >= self._next_stats:
@@ -215,6 +217,7 @@ class OutboxPublisher:
                 self._up(event[1], event[2])
             elif event[0] == "down" and event[1] == self._generation:
                 self._generation = None
+                self._drain = None  # interrupted: the next connection measures afresh
                 self._inflight.clear()
                 self._inflight_seqs.clear()
                 self._replay = None
@@ -229,7 +232,7 @@ class OutboxPublisher:
         self._cursor = self._lowest_unpublished()
         self._stats()
         if self.backlog > self._window:
-            self._drain = (time.monotonic(), self.published.count, self.backlog)
+            self._drain = (time.monotonic(), self.published.count, self.backlog, self.writer.last_seq)
         logger.info("MQTT outbox: %d result(s) waiting, resuming at seq %d", self.backlog, self._cursor)
 
     def _lowest_unpublished(self) -> int:
@@ -286,8 +289,6 @@ class OutboxPublisher:
             if not self._send(seq, row["line"], row["payload"], replayed, replay=False):
                 return
             room -= 1
-        if room > 0 and not rows and self._drain is not None and not self._inflight:
-            self._finish_drain()
         if room > 0:
             self._fill_republish(room)
 
@@ -387,9 +388,18 @@ class OutboxPublisher:
         cost = time.monotonic() - started
         self._next_stats = time.monotonic() + max(_STATS_PERIOD_S, 20 * cost)
 
+    def _check_drain(self) -> None:
+        """The backlog found at reconnect is delivered once every seq up to its end was answered."""
+        if self._drain is None:
+            return
+        target = self._drain[3]
+        if self._cursor <= target or any(s.seq <= target for s in self._inflight.values()):
+            return
+        self._finish_drain()
+
     def _finish_drain(self) -> None:
         assert self._drain is not None
-        t0, published0, backlog0 = self._drain
+        t0, published0, backlog0, _target = self._drain
         self._drain = None
         seconds = time.monotonic() - t0
         rows = self.published.count - published0

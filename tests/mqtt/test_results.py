@@ -99,7 +99,10 @@ def test_broker_outage_loses_no_seq(mqtt_settings, outage_broker, listen, run_se
             after.wait_for(
                 lambda ms: any(json.loads(m.payload)["seq"] >= produced + 5 for m in ms), timeout=30
             )
-            outbox = service.health()["components"]["mqtt"]["outbox"]
+            deadline = time.monotonic() + 10
+            while (outbox := service.health()["components"]["mqtt"]["outbox"])["last_drain"] is None:
+                assert time.monotonic() < deadline, "the drain of the backlog was not recorded"
+                time.sleep(0.05)
     finally:
         gate.stop()
     received = _seqs(before.messages) + _seqs(after.messages)
@@ -113,6 +116,9 @@ def test_broker_outage_loses_no_seq(mqtt_settings, outage_broker, listen, run_se
         first_seen.add(seq)
     assert produced - len(before.messages) > 10, "the outage must have built a backlog"
     assert outbox["max_inflight_seen"] == 4  # the window was used, and never exceeded
+    drain = outbox["last_drain"]
+    assert drain["backlog_at_reconnect"] >= produced - len(before.messages) - 4
+    assert drain["rows"] >= drain["backlog_at_reconnect"] and drain["rows_s"] > 0
 
 
 def test_acl_denial_is_detected(mqtt_settings, broker, run_service):
