@@ -19,7 +19,12 @@ REPO = Path(__file__).resolve().parents[2]
 def test_online_retained_and_offline_on_graceful_stop(mqtt_settings, listen, run_service):
     settings = mqtt_settings()
     topic = f"vision/{settings.node_id}/availability"
-    with run_service(settings):
+    with run_service(settings) as service:
+        deadline = time.monotonic() + 10
+        while not service.components["mqtt"].link.connected:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.2)  # `online` is the first thing published on the connection
         late = listen([topic])  # subscribes after the fact: sees the retained value
         late.wait_for(lambda ms: [m.payload for m in ms] == [b"online"])
         assert late.messages[0].retain

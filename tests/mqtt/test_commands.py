@@ -26,6 +26,10 @@ class Ot:
         payload = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.listener.publish(f"{BASE}/{topic}", payload, retain=retain)
 
+    def ready(self) -> None:
+        """The appliance is subscribed: its line state (published after subscribing) arrived."""
+        self.listener.wait_for(lambda ms: any(m.topic.endswith("/state") for m in ms))
+
     def acks(self, cmd_id: str | None = None) -> list[dict[str, Any]]:
         out = [json.loads(m.payload) for m in self.listener.on(f"{BASE}/ack")]
         return [a for a in out if cmd_id is None or a["cmd_id"] == cmd_id]
@@ -49,7 +53,7 @@ def cmd(cmd_id: str, **args: Any) -> dict[str, Any]:
 
 def test_malformed_commands_get_a_failed_ack(mqtt_settings, run_service, ot):
     with run_service(mqtt_settings()):
-        ot.listener.wait_for(lambda ms: any(m.topic.endswith("/state") for m in ms))
+        ot.ready()
         ot.send("line/line1/cmd/stop", b"{not json")
         ot.wait_final(None, 1)
         ot.send("line/line1/cmd/stop", b"[1, 2]")
@@ -80,6 +84,7 @@ def test_malformed_commands_get_a_failed_ack(mqtt_settings, run_service, ot):
 
 def test_stop_start_and_duplicates_run_once(mqtt_settings, run_service, ot):
     with run_service(mqtt_settings()) as service:
+        ot.ready()
         camera = service.cameras[0]
         ot.send("line/line1/cmd/stop", cmd("stop-1"))
         acks = ot.wait_final("stop-1")
