@@ -27,8 +27,11 @@ class Ot:
         self.listener.publish(f"{BASE}/{topic}", payload, retain=retain)
 
     def ready(self) -> None:
-        """The appliance is subscribed: its line state (published after subscribing) arrived."""
-        self.listener.wait_for(lambda ms: any(m.topic.endswith("/state") for m in ms))
+        """The appliance is subscribed: a live line state (published after subscribing) arrived.
+
+        Not a retained one: that may be left over from an earlier test.
+        """
+        self.listener.wait_for(lambda ms: any(m.topic.endswith("/state") and not m.retain for m in ms))
 
     def acks(self, cmd_id: str | None = None) -> list[dict[str, Any]]:
         out = [json.loads(m.payload) for m in self.listener.on(f"{BASE}/ack")]
