@@ -372,6 +372,7 @@ class Listener:
         """Disconnect."""
         self.client.disconnect()
         self.client.loop_stop()
+        self.client._reset_sockets()  # paho leaves its socket pair to __del__
 
 
 class Gate:

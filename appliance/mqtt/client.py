@@ -431,10 +431,10 @@ class MqttLink:
             client.loop_stop()
         except Exception as exc:  # a half-dead client must not stop the teardown
             logger.debug("closing MQTT client: %s", exc, extra=self._log)
-        sock = client.socket()
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
+        # paho leaves its socket and its wake-up socket pair to __del__, which a reference
+        # cycle delays; close them now (paho's own helper for it).
+        with contextlib.suppress(OSError, AttributeError):
+            client._reset_sockets()
         if was_up:
             self.disconnects += 1
             self.connected_since_ms = None
