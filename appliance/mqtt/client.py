@@ -156,6 +156,7 @@ class MqttLink:
         self._kick = threading.Event()
         self._thread: threading.Thread | None = None
         self._backoff = 0.5
+        self._failing = False
         self._next_attempt = 0.0
         self.state = "starting"
         self.last_error: str | None = None
@@ -319,7 +320,7 @@ class MqttLink:
                 f"{self._broker} closed the connection before CONNACK "
                 "(TLS client certificate required? TLS on a plain port?)"
             )
-            logger.warning("MQTT %s", self.last_error, extra=self._log)
+            self._log_failure()
         if session.up and session.client.is_connected():
             self.loop_deaths += 1
             self.last_error = "the MQTT network loop died while connected; reconnecting"
@@ -332,6 +333,12 @@ class MqttLink:
             self._drop(session, 0.0)
         else:
             self._drop(session, self._backoff_delay())
+
+    def _log_failure(self) -> None:
+        """The first failure of a streak is a warning; the rest is in health (no log flood)."""
+        level = logging.DEBUG if self._failing else logging.WARNING
+        self._failing = True
+        logger.log(level, "MQTT %s (retrying with backoff)", self.last_error, extra=self._log)
 
     def _drop(self, session: Session, delay: float) -> None:
         self._close(session, graceful=False)
@@ -370,9 +377,7 @@ class MqttLink:
             client.connect(self.config.host, self.config.port, keepalive=self.config.keepalive_s, **extra)
         except (OSError, ssl.SSLError, ValueError) as exc:
             self.last_error = f"cannot connect to {self._broker}: {exc}"
-            # Log the first failure of a streak; the rest is in health (no log flood in an outage).
-            level = logging.WARNING if self.state != "unreachable" else logging.DEBUG
-            logger.log(level, "MQTT %s (retrying with backoff)", self.last_error, extra=self._log)
+            self._log_failure()
             self._close(session, graceful=False)
             self.state = "unreachable"
             self._next_attempt = time.monotonic() + self._backoff_delay()
@@ -500,6 +505,7 @@ class MqttLink:
         self.connects += 1
         self.connected_since_ms = now_ms()
         self._backoff = 0.5
+        self._failing = False
         logger.info(
             "MQTT connected to %s (MQTT %s%s)",
             self._broker,
