@@ -231,9 +231,10 @@ class MqttLink:
 
     @property
     def alive(self) -> bool:
-        """The supervisor thread runs and has looped recently."""
+        """The supervisor thread runs and has looped recently (a connect may block it a while)."""
+        limit = max(30.0, 2 * self.config.connect_timeout_s + 15.0)
         return bool(
-            self._thread is not None and self._thread.is_alive() and time.monotonic() - self.heartbeat < 30.0
+            self._thread is not None and self._thread.is_alive() and time.monotonic() - self.heartbeat < limit
         )
 
     @property

@@ -76,6 +76,8 @@ class MqttComponent:
     def stop(self) -> None:
         """Publish `offline` (a clean disconnect suppresses the Will), disconnect, stop threads."""
         if self.outbox is not None:
+            if self.link.connected:  # the last verdicts of the stop go out now, not as replays later
+                self.outbox.settle(2.0)
             self.outbox.quiesce()
         self.commands.stop()
         self.state.stop()

@@ -135,6 +135,23 @@ class OutboxPublisher:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def settle(self, timeout: float) -> bool:
+        """Wait (at a graceful stop) until everything committed is published and acknowledged."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._generation is None:
+                return False  # not connected: the outbox keeps the rest for the next run
+            if (
+                self.writer.backlog == 0
+                and self._cursor > self.writer.last_seq
+                and not self._inflight
+                and not self._events
+            ):
+                return True
+            self._wake.set()
+            time.sleep(0.02)
+        return False
+
     def quiesce(self) -> None:
         """Publish nothing new (before a graceful disconnect); acks are still recorded."""
         self._quiet = True
@@ -336,12 +353,12 @@ class OutboxPublisher:
     # --- marks ----------------------------------------------------------------------------
 
     def _flush_marks(self, *, force: bool) -> None:
-        if not self._unmarked or self._unmarked_since is None:
+        if not self._unmarked or (self._unmarked_since is None and not force):
             return
         waiting = len(self._unmarked) - sum(len(seqs) for _, seqs in self._marking)
         if waiting <= 0:
             return
-        due = time.monotonic() - self._unmarked_since >= _MARK_MAX_WAIT_S
+        due = self._unmarked_since is not None and time.monotonic() - self._unmarked_since >= _MARK_MAX_WAIT_S
         if not (force or due or waiting >= _MARK_BATCH):
             return
         submitted = {s for _, seqs in self._marking for s in seqs}
