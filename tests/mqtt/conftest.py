@@ -14,7 +14,13 @@ from appliance.service import Service
 from appliance.wiring import add_components
 from tests.brokers import MOSQUITTO_MISSING, Broker, Listener, mosquitto_binary
 
-pytestmark = pytest.mark.broker
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/mqtt is marked `broker` (select or deselect with -m)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.broker)
 
 
 def _broker(directory: Path) -> Broker:
