@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import random
 import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import paho.mqtt.client as paho
@@ -33,11 +31,11 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from appliance.config import MqttConfig
+from appliance.mqtt.credentials import LinkConfigError, read_password, tls_context
 from appliance.results import now_ms
 
 logger = logging.getLogger(__name__)
 
-CREDENTIAL_NAME = "mqtt-password"
 # CONNACK reason codes (MQTT 5; paho maps 3.1.1 return codes 4 and 5 onto 0x86 and 0x87).
 _AUTH_REFUSED = {0x86, 0x87, 0x8A, 0x8C}  # bad credentials, not authorized, banned, bad auth method
 # 3.1.1 "unacceptable protocol version", 5 "unsupported protocol version"
@@ -97,38 +95,6 @@ class Session:
         """Subscribe to topic filters (results arrive in on_message)."""
         if filters:
             self.client.subscribe([(f, qos) for f in filters])
-
-
-def read_password(config: MqttConfig, environ: dict[str, str] | None = None) -> str | None:
-    """The broker password: `password_file`, else `$CREDENTIALS_DIRECTORY/mqtt-password`."""
-    env = os.environ if environ is None else environ
-    path = config.password_file
-    if path is None and env.get("CREDENTIALS_DIRECTORY"):
-        candidate = Path(env["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
-        path = candidate if candidate.exists() else None
-    if path is None:
-        return None
-    try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as exc:
-        raise LinkConfigError(f"cannot read the MQTT password from {path}: {exc.strerror or exc}") from exc
-
-
-class LinkConfigError(Exception):
-    """Settings the link cannot use (unreadable password or certificate): fix and it retries."""
-
-
-def tls_context(config: MqttConfig) -> ssl.SSLContext | None:
-    """A verifying TLS context from the configured CA (and client certificate), or None."""
-    if config.tls_ca is None:
-        return None
-    try:
-        context = ssl.create_default_context(cafile=str(config.tls_ca))
-        if config.tls_cert is not None and config.tls_key is not None:
-            context.load_cert_chain(str(config.tls_cert), str(config.tls_key))
-    except (OSError, ssl.SSLError) as exc:
-        raise LinkConfigError(f"TLS files unusable: {exc}") from exc
-    return context
 
 
 class MqttLink:

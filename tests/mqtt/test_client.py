@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from appliance.config import MqttConfig
-from appliance.mqtt.client import MqttLink, read_password
+from appliance.mqtt.client import MqttLink
+from appliance.mqtt.credentials import read_password
 from tests.brokers import Broker
 
 

@@ -37,7 +37,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from appliance.control import Controller
 from appliance.events import Event
-from appliance.mqtt.client import LinkConfigError, MqttLink, Session, Will
+from appliance.mqtt.client import MqttLink, Session, Will
+from appliance.mqtt.credentials import LinkConfigError
 from appliance.mqtt.sparkplug import payloads as sp
 from appliance.results import now_ms
 from appliance.store.db import connect
