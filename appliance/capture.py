@@ -56,6 +56,9 @@ class Camera:
         self.grabbed = RateCounter()
         self.delivered = RateCounter()
         self.dropped = 0
+        #: Set by the controller (line stopped): frames are not inspected, counted apart from drops.
+        self.paused = False
+        self.skipped_paused = 0
         self.corrupt = 0
         self.reconnects = 0
         self.heartbeat = time.monotonic()
@@ -179,10 +182,17 @@ class Camera:
                     return
                 # Fall behind by more than a frame and the schedule restarts: no bursts.
                 next_due = max(next_due + period, time.monotonic() - period)
+            if self.paused and not source.live:
+                # A replay holds its place while the line is stopped (and burns no CPU).
+                self._stop.wait(0.05)
+                continue
             source.grab()
             ts_ms, t_mono = now_ms(), time.monotonic()
             self._index += 1
             self.grabbed.add()
+            if self.paused:  # a live camera keeps its stream fresh; the frame is not inspected
+                self.skipped_paused += 1
+                continue
             if not self._reserve_slot():
                 continue
             try:
@@ -240,6 +250,8 @@ class Camera:
             "frames_in": self.grabbed.count,
             "frames_processed": self.delivered.count,
             "dropped": self.dropped,
+            "paused": self.paused,
+            "skipped_paused": self.skipped_paused,
             "corrupt": self.corrupt,
             "reconnects": self.reconnects,
             "last_error": self.last_error,

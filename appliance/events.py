@@ -11,7 +11,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from appliance.results import now_ms
@@ -80,7 +80,7 @@ class EventBus:
         with self._lock:
             if key in self._alarms:
                 return
-        event = self.emit(kind, message, "alarm", **fields)
+        event = self.emit(kind, message, "alarm", alarm=key, **fields)
         with self._lock:
             self._alarms[key] = event
 
@@ -90,6 +90,20 @@ class EventBus:
             if self._alarms.pop(key, None) is None:
                 return
         self.emit(kind, message, "info", **fields)
+
+    def acknowledge(self, key: str, by: str) -> bool:
+        """Mark active alarm `key` acknowledged (it stays active until it clears); False if none."""
+        with self._lock:
+            event = self._alarms.get(key)
+            if event is None:
+                return False
+            if "acknowledged_by" in event.details:
+                return True
+            self._alarms[key] = replace(
+                event, details={**event.details, "acknowledged_by": by, "acknowledged_ms": now_ms()}
+            )
+        self.emit("alarm_acknowledged", f"alarm {key} acknowledged by {by}", alarm=key, by=by)
+        return True
 
     def alarms(self) -> list[Event]:
         """Active alarms, oldest first."""

@@ -13,3 +13,13 @@ def add_components(service: Service) -> None:
         from appliance.web.server import WebServer
 
         service.add_component("web", WebServer(create_app(service), settings.web))
+    if settings.mqtt.enabled:
+        from appliance.control import Controller
+        from appliance.mqtt.component import MqttComponent
+
+        controller = Controller(service)  # one for every command channel: one model switch at a time
+        service.add_component("mqtt", MqttComponent(service, controller))
+        if settings.mqtt.sparkplug.enabled:
+            from appliance.mqtt.sparkplug.node import SparkplugComponent
+
+            service.add_component("sparkplug", SparkplugComponent(service, controller))

@@ -270,6 +270,17 @@ class Ladder:
         if evicted is not None:
             self._finalize(evicted, "unrefined")
 
+    def replace_tier(self, position: int, tier: LocalTier) -> LocalTier:
+        """Put `tier` at 1-based `position` (a model switch); return the tier it replaces.
+
+        Every step of judge/refine reads its tier once, so a frame already being judged
+        finishes with the old model and names it in its verdict; the next frame uses the new one.
+        """
+        with self._lock:
+            old = self.tiers[position - 1]
+            self.tiers[position - 1] = tier
+            return old
+
     # --- refinements ----------------------------------------------------------------------
 
     def refinement_fits_single_worker(self) -> bool:

@@ -139,6 +139,27 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_time ON audit (ts_ms);
     CREATE INDEX hard_cases_time ON hard_cases (created_ms);
     """,
+    # 3: MQTT commands (dedupe by cmd_id, the last ack kept to be resent) and Sparkplug state
+    """
+    CREATE TABLE commands (
+        cmd_id TEXT PRIMARY KEY,
+        topic TEXT NOT NULL,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        ack TEXT NOT NULL,
+        received_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );
+    CREATE INDEX commands_age ON commands (received_ms);
+    -- bd_seq: the bdSeq of the latest MQTT CONNECT (its Will is the NDEATH); forwarded_seq: the
+    -- highest result seq handed to the Sparkplug session (store-and-forward resumes after it).
+    CREATE TABLE sparkplug_state (
+        edge_node TEXT PRIMARY KEY,
+        bd_seq INTEGER NOT NULL,
+        forwarded_seq INTEGER NOT NULL DEFAULT 0,
+        updated_ms INTEGER NOT NULL
+    );
+    """,
 ]
 
 

@@ -1,0 +1,451 @@
+"""Results from the SQLite outbox to the broker: in `seq` order, delivered only on PUBACK.
+
+One thread owns all the bookkeeping (paho's callbacks only enqueue):
+
+- **window**: at most `min(mqtt.inflight, broker Receive Maximum)` results are unacknowledged;
+- **cursor**: the next `seq` to read; rows are read with `published_ms IS NULL`, in `seq` order;
+- **in flight**: message id -> row, per connection; a PUBACK moves the row to **unmarked**, and
+  batches of unmarked rows get `published_ms` through the store writer (a row is delivered
+  only once the broker acknowledged it);
+- **reconnect**: the in-flight map of the old connection is dropped and the cursor goes back
+  to the lowest undelivered `seq`, so every unacknowledged row is sent again, once, with
+  `replayed: true`. A row is in memory at most once (in flight, unmarked, or not at all).
+
+`replayed: true` means "this message may have been published before": a resend after a lost
+PUBACK, a republish command, or the first send, after a restart, of a row a previous run may
+have sent (rows that were already in the outbox at start).
+
+A PUBACK with a failure reason (MQTT 5, e.g. 0x87 not authorized by the broker's ACL) leaves
+the row undelivered; it is counted, raised as an alarm, and tried again after the next
+reconnect.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from paho.mqtt.reasoncodes import ReasonCode
+
+from appliance.control import Outcome
+from appliance.mqtt.client import MqttLink
+from appliance.mqtt.topics import Topics
+from appliance.rates import RateCounter
+from appliance.results import now_ms
+from appliance.store.db import connect
+from appliance.store.writer import StoreWriter, WriterFailed
+
+logger = logging.getLogger(__name__)
+
+_MARK_BATCH = 256
+_MARK_MAX_WAIT_S = 0.2
+_STATS_PERIOD_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    seq: int
+    ts_ms: int
+    replay: bool  # a republish request (the row was delivered before): nothing to mark
+    topic: str
+
+
+class OutboxPublisher:
+    """Drains the results outbox to MQTT; see the module docstring."""
+
+    def __init__(
+        self,
+        link: MqttLink,
+        topics: Topics,
+        writer: StoreWriter,
+        db_path: Path,
+        *,
+        inflight: int,
+        boot_seq: int,
+        on_rejected: Callable[[str], None] | None = None,
+        on_accepted_again: Callable[[], None] | None = None,
+        max_republish: int = 100_000,
+    ) -> None:
+        self.link = link
+        self.topics = topics
+        self.writer = writer
+        self.db_path = db_path
+        self.max_inflight = inflight
+        self.boot_seq = boot_seq
+        self.max_republish = max_republish
+        self._on_rejected = on_rejected or (lambda _reason: None)
+        self._on_accepted_again = on_accepted_again or (lambda: None)
+        self._refused: set[int] = set()  # seqs the broker refused, until one gets through again
+        self._wake = writer.subscribe()
+        self._events: deque[tuple[Any, ...]] = deque()  # ("up", gen, window) | ("down", gen) | ("ack", ...)
+        self._republish: deque[tuple[int, int]] = deque()
+        self._stop = threading.Event()
+        self._quiet = False
+        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+        # thread-owned state
+        self._generation: int | None = None
+        self._window = inflight
+        self._cursor = 1
+        self._inflight: dict[int, _Sent] = {}
+        self._inflight_seqs: set[int] = set()
+        self._unmarked: dict[int, int] = {}  # seq -> published_ms, acked, not yet committed
+        self._marking: list[tuple[Future[Any], list[int]]] = []
+        self._unmarked_since: float | None = None
+        self._sent_high = 0
+        self._replay: tuple[int, int] | None = None  # (next seq, last seq) of a republish
+        self._next_stats = 0.0
+        # A backlog being drained: (t0, published at t0, backlog at t0, last seq at t0)
+        self._drain: tuple[float, int, int, int] | None = None
+        # figures for health
+        self.published = RateCounter()
+        self.replayed = 0
+        self.republished = 0
+        self.rejected = 0
+        self.last_rejection: str | None = None
+        self.backlog = 0
+        self.oldest_unpublished_ms: int | None = None
+        self.last_acked_seq = 0
+        self.last_drain: dict[str, Any] | None = None
+        self.max_inflight_seen = 0
+        self.failed: str | None = None
+        self.heartbeat = time.monotonic()
+
+    # --- called from other threads --------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the read connection and start the thread."""
+        self._conn = connect(self.db_path, readonly=True)
+        self._thread = threading.Thread(target=self._run, name="mqtt-outbox", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop sending; commit the marks of everything acknowledged so far."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def settle(self, timeout: float) -> bool:
+        """Wait (at a graceful stop) until everything committed is published and acknowledged."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._generation is None:
+                return False  # not connected: the outbox keeps the rest for the next run
+            if (
+                self.writer.backlog == 0
+                and self._cursor > self.writer.last_seq
+                and not self._inflight
+                and not self._events
+            ):
+                return True
+            self._wake.set()
+            time.sleep(0.02)
+        return False
+
+    def quiesce(self) -> None:
+        """Publish nothing new (before a graceful disconnect); acks are still recorded."""
+        self._quiet = True
+        self._wake.set()
+
+    def link_up(self, generation: int, receive_maximum: int) -> None:
+        """A connection is up (paho thread)."""
+        self._events.append(("up", generation, receive_maximum))
+        self._wake.set()
+
+    def link_down(self, generation: int) -> None:
+        """That connection is gone (any thread)."""
+        self._events.append(("down", generation))
+        self._wake.set()
+
+    def acked(self, generation: int, mid: int, reason: ReasonCode) -> None:
+        """A PUBACK arrived (paho thread, under paho's lock: only enqueue)."""
+        self._events.append(("ack", generation, mid, reason))
+        self._wake.set()
+
+    def republish(self, from_seq: int, to_seq: int | None) -> Outcome:
+        """Queue stored results [from_seq, to_seq] to be published again, marked `replayed`."""
+        last = self.writer.last_seq
+        if not isinstance(from_seq, int) or from_seq < 1:
+            return Outcome(False, "from_seq must be an integer >= 1")
+        if from_seq > last:
+            return Outcome(False, f"from_seq {from_seq} is beyond the last seq {last}")
+        end = last if to_seq is None else to_seq
+        if not isinstance(end, int) or end < from_seq:
+            return Outcome(False, "to_seq must be an integer >= from_seq")
+        end = min(end, last)
+        if end - from_seq + 1 > self.max_republish:
+            return Outcome(
+                False, f"{end - from_seq + 1} rows requested; at most {self.max_republish} per command"
+            )
+        self._republish.append((from_seq, end))
+        self._wake.set()
+        return Outcome(True, None, {"from_seq": from_seq, "to_seq": end, "queued_rows": end - from_seq + 1})
+
+    @property
+    def alive(self) -> bool:
+        """The thread runs and loops."""
+        return bool(self._thread and self._thread.is_alive() and time.monotonic() - self.heartbeat < 30)
+
+    # --- the thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.heartbeat = time.monotonic()
+                self._wake.wait(0.5)
+                self._wake.clear()
+                self._handle_events()
+                if self._generation is not None and not self._quiet:
+                    self._fill()
+                    self._check_drain()
+                self._settle_marks()
+                self._flush_marks(force=False)
+                if time.monotonic() >= self._next_stats:
+                    self._stats()
+            self._handle_events()
+            self._flush_marks(force=True)
+            for future, _ in self._marking:
+                future.result(timeout=5.0)
+        except WriterFailed as exc:
+            self.failed = f"store writer failed: {exc}"
+        except Exception as exc:  # thread boundary
+            self.failed = f"{type(exc).__name__}: {exc}"
+            logger.exception("MQTT outbox publisher failed")
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+
+    def _handle_events(self) -> None:
+        while self._events:
+            event = self._events.popleft()
+            if event[0] == "ack":
+                self._ack(event[1], event[2], event[3])
+            elif event[0] == "up":
+                self._up(event[1], event[2])
+            elif event[0] == "down" and event[1] == self._generation:
+                self._generation = None
+                self._drain = None  # interrupted: the next connection measures afresh
+                self._inflight.clear()
+                self._inflight_seqs.clear()
+                self._replay = None
+
+    def _up(self, generation: int, receive_maximum: int) -> None:
+        self._generation = generation
+        # Leave a little of the broker's Receive Maximum to acks, events and health.
+        self._window = max(1, min(self.max_inflight, receive_maximum - min(4, receive_maximum // 4)))
+        self._inflight.clear()
+        self._inflight_seqs.clear()
+        self._replay = None
+        self._cursor = self._lowest_unpublished()
+        self._stats()
+        if self.backlog > self._window:
+            self._drain = (time.monotonic(), self.published.count, self.backlog, self.writer.last_seq)
+        logger.info("MQTT outbox: %d result(s) waiting, resuming at seq %d", self.backlog, self._cursor)
+
+    def _lowest_unpublished(self) -> int:
+        assert self._conn is not None
+        row = self._conn.execute("SELECT MIN(seq) FROM results WHERE published_ms IS NULL").fetchone()
+        return int(row[0]) if row[0] is not None else self.writer.last_seq + 1
+
+    def _ack(self, generation: int, mid: int, reason: ReasonCode) -> None:
+        if generation != self._generation:
+            return  # an ack of a connection already given up: its rows are being resent
+        sent = self._inflight.pop(mid, None)
+        if sent is None:
+            return
+        self._inflight_seqs.discard(sent.seq)
+        if reason.is_failure:
+            self.rejected += 1
+            self.last_rejection = (
+                f"broker refused seq {sent.seq} on {sent.topic}: {reason} (0x{reason.value:02x})"
+            )
+            if not self._refused:
+                self._on_rejected(self.last_rejection)
+            self._refused.add(sent.seq)
+            return
+        if sent.seq in self._refused:
+            self._refused.discard(sent.seq)
+            if not self._refused:
+                self._on_accepted_again()
+        self.published.add()
+        self.last_acked_seq = max(self.last_acked_seq, sent.seq)
+        if not sent.replay:
+            self._unmarked[sent.seq] = sent.ts_ms
+            if self._unmarked_since is None:
+                self._unmarked_since = time.monotonic()
+
+    def _fill(self) -> None:
+        """Publish rows until the window is full: new results first, then republish requests."""
+        room = self._window - len(self._inflight)
+        if room <= 0:
+            return
+        assert self._conn is not None
+        rows = self._conn.execute(
+            "SELECT seq, line, payload FROM results WHERE seq >= ? AND published_ms IS NULL "
+            "ORDER BY seq LIMIT ?",
+            (self._cursor, room + len(self._unmarked)),
+        ).fetchall()
+        for row in rows:
+            if room <= 0:
+                break
+            seq = row["seq"]
+            self._cursor = seq + 1
+            if seq in self._unmarked:
+                continue  # acknowledged, its mark is on its way to the writer
+            replayed = seq <= self._sent_high or seq <= self.boot_seq
+            if not self._send(seq, row["line"], row["payload"], replayed, replay=False):
+                return
+            room -= 1
+        if room > 0:
+            self._fill_republish(room)
+
+    def _fill_republish(self, room: int) -> None:
+        if self._replay is None:
+            if not self._republish:
+                return
+            self._replay = self._republish.popleft()
+        start, end = self._replay
+        assert self._conn is not None
+        rows = self._conn.execute(
+            "SELECT seq, line, payload, published_ms FROM results WHERE seq BETWEEN ? AND ? "
+            "ORDER BY seq LIMIT ?",
+            (start, end, room),
+        ).fetchall()
+        for row in rows:
+            seq = row["seq"]
+            start = seq + 1
+            if seq in self._inflight_seqs or (row["published_ms"] is None and seq not in self._unmarked):
+                continue  # not delivered yet: the outbox path sends it
+            if not self._send(seq, row["line"], row["payload"], True, replay=True):
+                self._replay = (seq, end)
+                return
+            self.republished += 1
+        self._replay = None if not rows or start > end else (start, end)
+
+    def _send(self, seq: int, line: str, stored: str, replayed: bool, *, replay: bool) -> bool:
+        ts = now_ms()
+        payload = json.loads(stored)
+        payload["ts_publish_ms"] = ts
+        payload["replayed"] = replayed
+        topic = self.topics.result(line)
+        data = json.dumps(payload, separators=(",", ":"))
+        ticket = self.link.publish(topic, data, qos=1, generation=self._generation)
+        if ticket is None:
+            return False  # connection gone; the "down" event follows
+        self._inflight[ticket.mid] = _Sent(seq, ts, replay, topic)
+        self._inflight_seqs.add(seq)
+        self.max_inflight_seen = max(self.max_inflight_seen, len(self._inflight))
+        if replayed:
+            self.replayed += 1
+        self._sent_high = max(self._sent_high, seq)
+        return True
+
+    # --- marks ----------------------------------------------------------------------------
+
+    def _flush_marks(self, *, force: bool) -> None:
+        if not self._unmarked or (self._unmarked_since is None and not force):
+            return
+        waiting = len(self._unmarked) - sum(len(seqs) for _, seqs in self._marking)
+        if waiting <= 0:
+            return
+        due = self._unmarked_since is not None and time.monotonic() - self._unmarked_since >= _MARK_MAX_WAIT_S
+        if not (force or due or waiting >= _MARK_BATCH):
+            return
+        submitted = {s for _, seqs in self._marking for s in seqs}
+        batch = [(ts, seq) for seq, ts in self._unmarked.items() if seq not in submitted]
+
+        def mark(conn: sqlite3.Connection) -> int:
+            conn.executemany(
+                "UPDATE results SET published_ms = ? WHERE seq = ? AND published_ms IS NULL", batch
+            )
+            return len(batch)
+
+        self._marking.append((self.writer.call(mark), [seq for _, seq in batch]))
+        self._unmarked_since = None
+
+    def _settle_marks(self) -> None:
+        still: list[tuple[Future[Any], list[int]]] = []
+        for future, seqs in self._marking:
+            if not future.done():
+                still.append((future, seqs))
+                continue
+            error = future.exception()
+            if error is not None:
+                logger.warning("marking %d result(s) published failed, will retry: %s", len(seqs), error)
+                self._unmarked_since = time.monotonic()
+                if isinstance(error, WriterFailed):
+                    raise error
+                continue
+            for seq in seqs:
+                self._unmarked.pop(seq, None)
+        self._marking = still
+        if self._unmarked and self._unmarked_since is None and not self._marking:
+            self._unmarked_since = time.monotonic()
+
+    # --- figures --------------------------------------------------------------------------
+
+    def _stats(self) -> None:
+        assert self._conn is not None
+        started = time.monotonic()
+        count, oldest = self._conn.execute(
+            "SELECT COUNT(*), MIN(created_ms) FROM results WHERE published_ms IS NULL"
+        ).fetchone()
+        self.backlog = max(0, int(count) - len(self._unmarked))
+        self.oldest_unpublished_ms = oldest
+        cost = time.monotonic() - started
+        self._next_stats = time.monotonic() + max(_STATS_PERIOD_S, 20 * cost)
+
+    def _check_drain(self) -> None:
+        """The backlog found at reconnect is delivered once every seq up to its end was answered."""
+        if self._drain is None:
+            return
+        target = self._drain[3]
+        if self._cursor <= target or any(s.seq <= target for s in self._inflight.values()):
+            return
+        self._finish_drain()
+
+    def _finish_drain(self) -> None:
+        assert self._drain is not None
+        t0, published0, backlog0, _target = self._drain
+        self._drain = None
+        seconds = time.monotonic() - t0
+        rows = self.published.count - published0
+        self.last_drain = {
+            "rows": rows,
+            "backlog_at_reconnect": backlog0,
+            "seconds": round(seconds, 3),
+            "rows_s": round(rows / seconds, 1) if seconds > 0 else None,
+            "finished_ms": now_ms(),
+        }
+        logger.info("MQTT outbox drained: %d result(s) in %.1f s", rows, seconds)
+
+    def health(self) -> dict[str, Any]:
+        """Outbox figures for /api/health (drain_rows_s: acknowledged results per second)."""
+        oldest = self.oldest_unpublished_ms
+        return {
+            "state": "error" if self.failed or not self.alive else "ok",
+            "window": self._window,
+            "inflight": len(self._inflight),
+            "max_inflight_seen": self.max_inflight_seen,
+            "published": self.published.count,
+            "drain_rows_s": round(self.published.rate(), 1),
+            "replayed": self.replayed,
+            "republished": self.republished,
+            "rejected": self.rejected,
+            "last_rejection": self.last_rejection,
+            "backlog": self.backlog,
+            "oldest_unpublished_age_s": round((now_ms() - oldest) / 1000, 1) if oldest else None,
+            "last_acked_seq": self.last_acked_seq,
+            "last_drain": self.last_drain,
+            "failed": self.failed,
+        }
