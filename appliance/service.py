@@ -202,7 +202,7 @@ class Service:
             emit=self._emit,
             pending=self.pending,
             cloud=cloud,
-            observe=self.live.observe,
+            observe=self._observe,
         )
 
     def _emit(self, verdict: Verdict, also: Any = None) -> None:

@@ -13,3 +13,7 @@ def add_components(service: Service) -> None:
         from appliance.web.server import WebServer
 
         service.add_component("web", WebServer(create_app(service), settings.web))
+    # Image retention and hard cases always (unless retain = none); cloud sync with a target.
+    from appliance.sync import attach
+
+    attach(service)
