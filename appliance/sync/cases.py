@@ -147,7 +147,9 @@ def _add_images(
     if image["map_path"]:
         defect_map = cv2.imread(str(root / image["map_path"]), cv2.IMREAD_GRAYSCALE)
     if Policy(config.policy).frames:
-        upload.objects.append((upload.prefix + "frame.jpg", encode_jpeg(masked, quality), "image/jpeg"))
+        # Without masks the kept JPEG goes as it is (no second lossy encoding).
+        data = encode_jpeg(masked, quality) if rects else (root / image["path"]).read_bytes()
+        upload.objects.append((upload.prefix + "frame.jpg", data, "image/jpeg"))
         listed.append({"name": "frame.jpg", "kind": "frame", "box": [0, 0, frame.shape[1], frame.shape[0]]})
         if defect_map is not None:
             scale = (defect_map.shape[1] / frame.shape[1], defect_map.shape[0] / frame.shape[0])

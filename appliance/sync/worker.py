@@ -328,30 +328,28 @@ class SyncWorker:
         return None if row is None else max(0.0, (now_ms() - int(row[0])) / 1000.0)
 
     def _backlog(self) -> dict[str, Any]:
-        """Backlog counts, cached for a moment (health is polled by MQTT and the console)."""
-        now = time.monotonic()
-        stamp, cached = self._health_cache
-        if now - stamp < _HEALTH_CACHE_S and cached:
-            return cached
+        """Backlog: results live (cheap); cases and images cached for a moment (health is polled)."""
         due = self.policy.results
         results = max(0, self.writer.last_seq - self.synced_cursor) if due else 0
-        parts = images = 0
-        if due and self._health_conn is not None:
-            with self._health_lock:
-                parts = self._health_conn.execute(
-                    "SELECT COUNT(*) FROM (SELECT part_id FROM hard_cases WHERE synced_ms IS NULL "
-                    "UNION SELECT part_id FROM labels WHERE synced_ms IS NULL)"
-                ).fetchone()[0]
-                if self.policy.images:
-                    images = self._health_conn.execute(
-                        "SELECT COUNT(*) FROM images WHERE synced_ms IS NULL AND part_id IN "
-                        "(SELECT part_id FROM hard_cases WHERE synced_ms IS NULL "
+        now = time.monotonic()
+        stamp, cached = self._health_cache
+        if now - stamp >= _HEALTH_CACHE_S or not cached:
+            cached = {"cases": 0, "images": 0}
+            if due and self._health_conn is not None:
+                with self._health_lock:
+                    cached["cases"] = self._health_conn.execute(
+                        "SELECT COUNT(*) FROM (SELECT part_id FROM hard_cases WHERE synced_ms IS NULL "
                         "UNION SELECT part_id FROM labels WHERE synced_ms IS NULL)"
                     ).fetchone()[0]
+                    if self.policy.images:
+                        cached["images"] = self._health_conn.execute(
+                            "SELECT COUNT(*) FROM images WHERE synced_ms IS NULL AND part_id IN "
+                            "(SELECT part_id FROM hard_cases WHERE synced_ms IS NULL "
+                            "UNION SELECT part_id FROM labels WHERE synced_ms IS NULL)"
+                        ).fetchone()[0]
+            self._health_cache = (now, cached)
         age = self._oldest_unsynced_age_s() if results else 0.0
-        value = {"results": results, "cases": int(parts), "images": int(images), "oldest_unsynced_age_s": age}
-        self._health_cache = (now, value)
-        return value
+        return {"results": results, **cached, "oldest_unsynced_age_s": None if age is None else round(age, 1)}
 
     def health(self) -> dict[str, Any]:
         """Sync state for /api/health."""

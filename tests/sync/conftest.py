@@ -68,7 +68,7 @@ class Bucket:
     endpoint: str
     client: Any
 
-    def keys(self, prefix: str = "") -> list[str]:
+    def list_keys(self, prefix: str = "") -> list[str]:
         """Every key under `prefix`, sorted."""
         out: list[str] = []
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix):
@@ -83,7 +83,7 @@ class Bucket:
         """The seqs in each results object, in key order."""
         return [
             [json.loads(line)["seq"] for line in gzip.decompress(self.get(key)).splitlines()]
-            for key in self.keys(prefix)
+            for key in self.list_keys(prefix)
             if "/results/" in key and key.endswith(".jsonl.gz")
         ]
 

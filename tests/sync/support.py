@@ -44,3 +44,25 @@ def make_verdict(
 def flush(store: StoreWriter) -> None:
     """Wait until everything handed to the writer is committed."""
     store.call(lambda conn: None).result(timeout=30)
+
+
+def mark_hard_case(store: StoreWriter, part_id: str, reason: str = "class", line: str = "line1") -> None:
+    """Record a hard case the way the keeper does (without waiting)."""
+    store.call(
+        lambda c: c.execute(
+            "INSERT INTO hard_cases (part_id, line, reason, created_ms) VALUES (?, ?, ?, 0)",
+            (part_id, line, reason),
+        )
+    )
+
+
+def add_label(
+    store: StoreWriter, part_id: str, verdict: str, defect_class: str | None, user: str = "op"
+) -> None:
+    """An operator's label as the console writes it."""
+    store.call(
+        lambda c: c.execute(
+            "INSERT INTO labels (part_id, verdict, defect_class, user, created_ms) VALUES (?, ?, ?, ?, 1)",
+            (part_id, verdict, defect_class, user),
+        )
+    ).result()

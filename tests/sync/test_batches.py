@@ -68,7 +68,7 @@ def test_worker_uploads_every_seq_once_with_manifests(
     worker = worker_for(s3_settings(make_settings, bucket), writer)
     worker.run_round()
     assert bucket.result_seqs("plant/") == [list(range(1, 11)), list(range(11, 21)), list(range(21, 29))]
-    manifests = [k for k in bucket.keys("plant/") if k.endswith(".manifest.json")]
+    manifests = [k for k in bucket.list_keys("plant/") if k.endswith(".manifest.json")]
     assert len(manifests) == 3
     last = json.loads(bucket.get(manifests[-1]))
     data = bucket.get(manifests[-1].replace(".manifest.json", ".jsonl.gz"))

@@ -29,7 +29,7 @@ def test_s3_put_get_list_under_the_prefix(bucket: Any) -> None:
     assert target.put("a/1.bin", b"one", content_type="application/octet-stream")
     assert target.put("a/2.bin", b"two", content_type="application/octet-stream")
     assert target.put("b/3.bin", b"three", content_type="application/octet-stream")
-    assert bucket.keys() == ["pre/fix/a/1.bin", "pre/fix/a/2.bin", "pre/fix/b/3.bin"]
+    assert bucket.list_keys() == ["pre/fix/a/1.bin", "pre/fix/a/2.bin", "pre/fix/b/3.bin"]
     assert [o.key for o in target.list("a/")] == ["a/1.bin", "a/2.bin"]
     assert [o.key for o in target.list("a/", start_after="a/1.bin")] == ["a/2.bin"]
     assert target.get("b/3.bin") == b"three"
