@@ -316,6 +316,13 @@ class SyncConfig(Section):
     backoff_max_s: float = Field(300.0, ge=0.1, le=300, description="Retry delay cap (jittered).")
     pull_interval_s: float = Field(60.0, ge=0.1, le=86400, description="Time between verdict pulls.")
     cases_per_round: int = Field(50, ge=1, le=10000, description="Hard cases uploaded per round.")
+    drain_busy_fraction: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="While a backlog drains, the share of wall time the worker may spend building "
+        "and sending batches; it rests the remainder so inspection keeps the CPU (1 = flat out).",
+    )
     stale_after_s: float = Field(
         3600.0, ge=1, le=30 * 86400, description="Alarm when the oldest unsynced result is older."
     )

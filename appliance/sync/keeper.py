@@ -51,6 +51,7 @@ class Keeper:
         self._thread: threading.Thread | None = None
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._conn: sqlite3.Connection | None = None
+        self._drop_lock = threading.Lock()
         self.dropped = 0
         self.jobs = 0
         self.last_error: str | None = None
@@ -102,7 +103,8 @@ class Keeper:
             self._queue.put_nowait(job)
             return True
         except queue.Full:
-            self.dropped += 1
+            with self._drop_lock:  # several inference workers may drop at once
+                self.dropped += 1
             return False
 
     # --- the thread -----------------------------------------------------------------------

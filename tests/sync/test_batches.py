@@ -151,3 +151,22 @@ def test_sigkill_between_upload_and_commit(
     flat = [s for batch in seqs for s in batch]
     assert flat == list(range(1, 24))  # every seq exactly once, in order
     assert worker.skipped_existing == 1
+
+
+def test_rows_deleted_by_retention_before_sync_are_counted_and_reported(
+    make_settings: Callable[..., Settings], writer: StoreWriter, fill: Callable[..., Any], bucket: Any
+) -> None:
+    fill(10)
+    events = EventBus()
+    worker = SyncWorker(s3_settings(make_settings, bucket), writer, events)
+    worker.prepare()
+    worker.run_round()
+    fill(10, start=10)
+    writer.call(lambda c: c.execute("DELETE FROM results WHERE seq BETWEEN 11 AND 15")).result()
+    worker.run_round()
+    worker.stop()
+    assert worker.rows_lost == 5 and worker.health()["rows_lost_to_retention"] == 5
+    assert [e.details for e in events.recent() if e.kind == "sync_rows_lost"] == [
+        {"first_seq": 11, "last_seq": 15}
+    ]
+    assert bucket.result_seqs("plant/") == [list(range(1, 11)), list(range(16, 21))]

@@ -89,6 +89,7 @@ def test_eviction_order_synced_then_never_due_then_unsynced_with_alarm(
         part = f"due-{i:02d}"
         kept[part] = keep(store, writer, part, seed=i)
         mark_hard_case(writer, part)
+    flush(writer)
     store.evict(conn, writer.call, pixels_leave=True)
     assert store.evicted_synced == 4 and store.evicted_local == 4 and store.evicted_unsynced > 0
     assert [a.kind for a in events.alarms()] == ["images_evicted_unsynced"]
@@ -105,6 +106,7 @@ def test_age_limit_and_no_alarm_when_pixels_never_leave(tmp_path: Path, writer: 
         part = f"p{i}"
         keep(store, writer, part, seed=i)
         mark_hard_case(writer, part)
+    flush(writer)
     time.sleep(1.0)
     conn = connect(writer.path, readonly=True)
     assert store.evict(conn, writer.call, pixels_leave=False) == 3

@@ -181,7 +181,7 @@ def test_kick_starts_a_round_at_once_and_health_reports_the_drain(
     fill(500)
     worker.kick()
     deadline = time.monotonic() + 10
-    while worker.synced_cursor < 500 and time.monotonic() < deadline:
+    while worker.last_round.get("rows") != 500 and time.monotonic() < deadline:
         time.sleep(0.05)
     health = worker.health()
     worker.stop()
