@@ -317,7 +317,7 @@ class SyncConfig(Section):
     pull_interval_s: float = Field(60.0, ge=0.1, le=86400, description="Time between verdict pulls.")
     cases_per_round: int = Field(50, ge=1, le=10000, description="Hard cases uploaded per round.")
     drain_busy_fraction: float = Field(
-        0.1,
+        0.25,
         gt=0,
         le=1,
         description="While a backlog drains, the share of wall time the worker may spend building "
@@ -339,6 +339,17 @@ class SyncConfig(Section):
     )
     images: ImagesConfig = Field(default_factory=ImagesConfig, description="Local image retention.")
     hard_cases: HardCasesConfig = Field(default_factory=HardCasesConfig, description="Hard-case selection.")
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, target: str) -> str:
+        if target.startswith("s3://") and not re.fullmatch(
+            r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?", target
+        ):
+            raise ValueError("expected s3://bucket/optional/prefix (bucket: 3-63 of a-z, 0-9, '.', '-')")
+        if target.startswith("file://") and not target.startswith("file:///"):
+            raise ValueError("expected file:///absolute/directory")
+        return target
 
     @field_validator("windows")
     @classmethod

@@ -25,6 +25,7 @@ from appliance.sync.hardcases import LABELS_CURSOR, HardCaseSelector, Job
 from appliance.sync.images import ImageStore, SavedImage
 from appliance.sync.meta import get_meta
 from appliance.sync.privacy import Policy
+from appliance.sync.throttle import lower_priority
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ class Keeper:
     # --- the thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
+        lower_priority()  # encoding kept frames must never compete with inspection
         next_housekeeping = 0.0
         try:
             while True:

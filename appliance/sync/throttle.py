@@ -1,4 +1,4 @@
-"""Upload bandwidth cap: a token bucket shared by every upload, and a body that paces itself.
+"""Network and CPU manners: the upload bandwidth cap, and background threads that yield.
 
 The cap applies to payload bytes (object bodies), not to HTTP headers or TLS framing: it is a
 budget for the plant's uplink over seconds, not a packet shaper. Bodies are read in chunks of
@@ -8,8 +8,12 @@ about a tenth of a second's worth, so the link sees a steady stream instead of b
 from __future__ import annotations
 
 import io
+import logging
+import os
 import threading
 import time
+
+logger = logging.getLogger(__name__)
 
 
 class TokenBucket:
@@ -90,3 +94,11 @@ class ThrottledBody(io.RawIOBase):
         piece = self.read(len(buffer))
         buffer[: len(piece)] = piece
         return len(piece)
+
+
+def lower_priority(niceness: int = 10) -> None:
+    """Make the calling thread yield the CPU to inspection (Linux: per-thread nice)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except (AttributeError, OSError) as exc:  # not Linux, or not allowed: run as we are
+        logger.debug("cannot lower thread priority: %s", exc)

@@ -18,7 +18,6 @@ marking it synced), and all its waits are interruptible.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -36,18 +35,9 @@ from appliance.sync.privacy import Policy, what_leaves
 from appliance.sync.pullback import Puller
 from appliance.sync.schedule import Backoff, Schedule
 from appliance.sync.targets import KeyConflict, Target, TargetError, make_target
-from appliance.sync.throttle import TokenBucket
+from appliance.sync.throttle import TokenBucket, lower_priority
 
 logger = logging.getLogger(__name__)
-
-
-def lower_priority(niceness: int = 10) -> None:
-    """Make the calling thread yield the CPU to inspection (Linux: per-thread nice)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
-    except (AttributeError, OSError) as exc:  # not Linux, or not allowed: run as we are
-        logger.debug("cannot lower thread priority: %s", exc)
-
 
 STALE_ALARM = "sync:stale"
 CONFLICT_ALARM = "sync:key_conflict"

@@ -43,3 +43,24 @@ def test_nested_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setenv("APPLIANCE_SYNC__HARD_CASES__SAMPLE__RATE", "2")
     with pytest.raises(ConfigError, match="sync.hard_cases.sample.rate"):
         load_settings(config)
+
+
+@pytest.mark.parametrize(
+    ("target", "ok"),
+    [
+        ("s3://vision-bucket/plant/a", True),
+        ("s3://vision-bucket", True),
+        ("file:///mnt/export", True),
+        ("", True),
+        ("s3://", False),
+        ("s3://B_ad/x", False),
+        ("file://relative/dir", False),
+        ("http://bucket", False),
+    ],
+)
+def test_target_forms(target: str, ok: bool) -> None:
+    if ok:
+        assert SyncConfig(target=target).target == target
+    else:
+        with pytest.raises(ValidationError, match="target"):
+            SyncConfig(target=target)

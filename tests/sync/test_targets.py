@@ -8,14 +8,8 @@ from typing import Any
 import pytest
 
 from appliance.config import SyncConfig
-from appliance.sync.targets import (
-    FileTarget,
-    KeyConflict,
-    S3Target,
-    TargetError,
-    make_target,
-    read_credentials,
-)
+from appliance.sync.s3 import S3Target, read_credentials
+from appliance.sync.targets import FileTarget, KeyConflict, TargetError, make_target
 from appliance.sync.throttle import ThrottledBody, TokenBucket
 
 
