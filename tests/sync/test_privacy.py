@@ -60,9 +60,11 @@ def test_policy_ladder() -> None:
 
 def test_what_leaves_says_it_plainly() -> None:
     assert "no sync target" in what_leaves(SyncConfig(policy="frames"))[0]
-    assert "Nothing leaves" in what_leaves(SyncConfig(target="s3://b", policy="none"))[0]
-    metadata = " ".join(what_leaves(SyncConfig(target="s3://b", policy="metadata")))
+    assert "Nothing leaves" in what_leaves(SyncConfig(target="s3://bkt", policy="none"))[0]
+    metadata = " ".join(what_leaves(SyncConfig(target="s3://bkt", policy="metadata")))
     assert "No images leave" in metadata and "without the operator's name" in metadata
-    crops = " ".join(what_leaves(SyncConfig(target="s3://b", policy="crops", masks={"cam1": [(0, 0, 9, 9)]})))
+    crops = " ".join(
+        what_leaves(SyncConfig(target="s3://bkt", policy="crops", masks={"cam1": [(0, 0, 9, 9)]}))
+    )
     assert "never a whole frame" in crops and "cam1 (1)" in crops
-    assert "Whole frames" in " ".join(what_leaves(SyncConfig(target="s3://b", policy="frames")))
+    assert "Whole frames" in " ".join(what_leaves(SyncConfig(target="s3://bkt", policy="frames")))

@@ -99,13 +99,13 @@ def test_file_target_refuses_a_missing_directory(tmp_path: Path) -> None:
 
 def test_credentials_file_ini_and_systemd_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "s3.ini").write_text("[plant]\naws_access_key_id = AK\naws_secret_access_key = SK\n")
-    config = SyncConfig(target="s3://b", credentials_file=tmp_path / "s3.ini", credentials_profile="plant")
+    config = SyncConfig(target="s3://bkt", credentials_file=tmp_path / "s3.ini", credentials_profile="plant")
     assert read_credentials(config) == {"aws_access_key_id": "AK", "aws_secret_access_key": "SK"}
     (tmp_path / "sync-s3").write_text("aws_access_key_id=AK2\naws_secret_access_key=SK2\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
-    config = SyncConfig(target="s3://b", credentials_file=Path("sync-s3"))
+    config = SyncConfig(target="s3://bkt", credentials_file=Path("sync-s3"))
     assert read_credentials(config)["aws_access_key_id"] == "AK2"
-    assert read_credentials(SyncConfig(target="s3://b")) == {}
+    assert read_credentials(SyncConfig(target="s3://bkt")) == {}
 
 
 @pytest.mark.parametrize(
@@ -123,7 +123,7 @@ def test_bad_credentials_file_is_a_clear_error(tmp_path: Path, text: str | None,
     if text is not None:
         path.write_text(text)
     with pytest.raises(ValueError, match=message):
-        read_credentials(SyncConfig(target="s3://b", credentials_file=path))
+        read_credentials(SyncConfig(target="s3://bkt", credentials_file=path))
 
 
 def test_throttled_body_is_seekable_and_reads_in_chunks() -> None:

@@ -196,7 +196,7 @@ def test_unreadable_credentials_fail_the_start_with_a_clear_message(
     make_settings: Callable[..., Settings], writer: StoreWriter, tmp_path: Path
 ) -> None:
     settings = make_settings(
-        sync={"target": "s3://b", "policy": "metadata", "credentials_file": str(tmp_path / "missing")}
+        sync={"target": "s3://bkt", "policy": "metadata", "credentials_file": str(tmp_path / "missing")}
     )
     with pytest.raises(RuntimeError, match="credentials_file .*missing: cannot read"):
         SyncWorker(settings, writer, EventBus()).start()
