@@ -162,9 +162,10 @@ class SyncWorker:
                 if wait > 0:
                     self._sleep(wait, wakeable=False)
                     continue
-                self._attempt()
+                succeeded = self._attempt()
                 self._check_stale()
-                self._sleep(self.config.interval_s)
+                if succeeded:  # after a failure the loop waits for the backoff instead
+                    self._sleep(self.config.interval_s)
         except Exception as exc:  # thread boundary: report, never die silently
             self.failed = f"{type(exc).__name__}: {exc}"
             self.state = "failed"
@@ -184,16 +185,16 @@ class SyncWorker:
             else:
                 self._stop.wait(min(left, 1.0))
 
-    def _attempt(self) -> None:
+    def _attempt(self) -> bool:
         try:
             self.run_round()
         except (TargetError, sqlite3.Error, TimeoutError, OSError) as exc:
             self._failed(exc)
-            return
+            return False
         except Exception as exc:  # a bug in a round must not end sync: log it, back off
             logger.exception("sync round failed: %s", exc)
             self._failed(exc)
-            return
+            return False
         if self.failing_since is not None:
             self.events.emit("sync_recovered", f"cloud sync recovered after {self.failures} failure(s)")
         self.events.clear_alarm(CONFLICT_ALARM, "sync_key_conflict_cleared", "sync key conflict resolved")
@@ -203,6 +204,7 @@ class SyncWorker:
         self.last_error = None
         self.last_success_ms = now_ms()
         self.state = "idle"
+        return True
 
     def _failed(self, exc: Exception) -> None:
         self.failures += 1
