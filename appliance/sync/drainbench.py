@@ -62,17 +62,18 @@ def fill(writer: StoreWriter, rows: int) -> None:
 
 def measure_drain(state_dir: Path, sync: dict[str, Any], rows: int) -> dict[str, Any]:
     """Fill `rows` results under `state_dir`, drain them in one round; the figures."""
-    settings = Settings(
-        node_id="bench",
-        state_dir=state_dir,
-        lines=[
-            {
-                "id": "line1",
-                "tiers": [{"model": "none"}],
-                "cameras": [{"id": "cam1", "source": {"kind": "simulator"}}],
-            }
-        ],
-        sync={"policy": "metadata", "batch_max_rows": 5000, **sync},
+    line = {
+        "id": "line1",
+        "tiers": [{"model": "none"}],
+        "cameras": [{"id": "cam1", "source": {"kind": "simulator"}}],
+    }
+    settings = Settings.model_validate(
+        {
+            "node_id": "bench",
+            "state_dir": state_dir,
+            "lines": [line],
+            "sync": {"policy": "metadata", "batch_max_rows": 5000, **sync},
+        }
     )
     writer = StoreWriter(settings.db_path, settings.node_id, settings.store)
     writer.start()
