@@ -23,3 +23,7 @@ def add_components(service: Service) -> None:
             from appliance.mqtt.sparkplug.node import SparkplugComponent
 
             service.add_component("sparkplug", SparkplugComponent(service, controller))
+    # Image retention and hard cases always (unless retain = none); cloud sync with a target.
+    from appliance.sync import attach
+
+    attach(service)

@@ -160,6 +160,34 @@ MIGRATIONS: list[str] = [
         updated_ms INTEGER NOT NULL
     );
     """,
+    # 4: cloud sync (appliance/sync): result batches, whose boundaries are recorded before the
+    # upload so that a retry after a crash writes the same object; cloud verdicts already seen.
+    """
+    CREATE TABLE sync_batches (
+        id INTEGER PRIMARY KEY,
+        first_seq INTEGER NOT NULL UNIQUE,
+        last_seq INTEGER NOT NULL,
+        rows INTEGER NOT NULL,
+        key TEXT NOT NULL UNIQUE,
+        created_ms INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        bytes INTEGER,
+        sha256 TEXT,
+        synced_ms INTEGER
+    );
+    -- status: applied (published as a refinement) | rejected (malformed, unknown part...)
+    CREATE TABLE cloud_verdicts (
+        key TEXT PRIMARY KEY,
+        etag TEXT NOT NULL,
+        part_id TEXT,
+        status TEXT NOT NULL,
+        revision INTEGER,
+        detail TEXT,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE INDEX sync_hard_cases_unsynced ON hard_cases (id) WHERE synced_ms IS NULL;
+    CREATE INDEX sync_labels_unsynced ON labels (id) WHERE synced_ms IS NULL;
+    """,
 ]
 
 

@@ -1,0 +1,116 @@
+"""Image retention: saving at capture time, the disk budget, the eviction order and its alarm."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from appliance.config import ImagesConfig
+from appliance.events import EventBus
+from appliance.results import Frame
+from appliance.store.db import connect
+from appliance.store.writer import StoreWriter
+from appliance.sync.images import ALARM_KEY, ImageStore, SavedImage
+from tests.sync.support import flush, make_verdict, mark_hard_case
+
+
+def keep(
+    store: ImageStore, writer: StoreWriter, part: str, *, seed: int = 0, with_map: bool = False
+) -> SavedImage:
+    image = np.random.default_rng(seed).integers(0, 255, (240, 320), dtype=np.uint8)
+    verdict = make_verdict(part, verdict="fail", score=0.9)
+    if with_map:
+        verdict = verdict.__class__(**{**_fields(verdict), "defect_map": np.linspace(0, 1, 64).reshape(8, 8)})
+    writer.put(verdict)
+    frame = Frame("line1", "cam1", part, 0, verdict.ts_capture_ms, time.monotonic(), image)
+    saved = store.save(frame, verdict, "fail")
+    assert saved is not None
+    store.committed(saved, writer.call(store.insert_op(saved)).result())
+    return saved
+
+
+def _fields(verdict: object) -> dict[str, object]:
+    return {name: getattr(verdict, name) for name in verdict.__slots__}  # type: ignore[attr-defined]
+
+
+def sql(writer: StoreWriter, statement: str, *params: object) -> None:
+    writer.call(lambda c: c.execute(statement, params)).result()
+
+
+def test_saves_jpeg_and_map_png_with_a_row(tmp_path: Path, writer: StoreWriter) -> None:
+    store = ImageStore(tmp_path / "images", ImagesConfig(), EventBus())
+    saved = keep(store, writer, "part-1", with_map=True)
+    assert saved.path.endswith("/line1/part-1.jpg") and saved.map_path and saved.map_path.endswith(".map.png")
+    frame = cv2.imread(str(tmp_path / "images" / saved.path), cv2.IMREAD_UNCHANGED)
+    assert frame.shape == (240, 320)
+    assert cv2.imread(str(tmp_path / "images" / saved.map_path), cv2.IMREAD_GRAYSCALE).shape == (8, 8)
+    conn = connect(writer.path, readonly=True)
+    row = conn.execute("SELECT * FROM images").fetchone()
+    assert (row["part_id"], row["width"], row["height"], row["bytes"]) == ("part-1", 320, 240, saved.bytes)
+    # A second save of the same part keeps the first and removes the duplicate files' bytes.
+    again = store.save(Frame("line1", "cam1", "part-1", 0, 0, 0.0, frame), make_verdict("part-1"), "x")
+    assert again is not None
+    store.committed(again, writer.call(store.insert_op(again)).result())
+    assert store.count == 1 and store.bytes_total == saved.bytes
+    conn.close()
+
+
+def test_eviction_order_synced_then_never_due_then_unsynced_with_alarm(
+    tmp_path: Path, writer: StoreWriter
+) -> None:
+    events = EventBus()
+    store = ImageStore(tmp_path / "images", ImagesConfig(budget_mb=1), events)
+    kept = {}
+    for i, kind in enumerate(["due"] * 4 + ["synced"] * 4 + ["local"] * 4 + ["due"] * 6):
+        part = f"{kind}-{i:02d}"
+        kept[part] = keep(store, writer, part, seed=i)
+        if kind == "synced":
+            sql(writer, "UPDATE images SET synced_ms = 1 WHERE part_id = ?", part)
+        if kind == "due":
+            mark_hard_case(writer, part)
+    flush(writer)
+    assert store.bytes_total > store.budget_bytes  # ~18 x 64 kB
+    conn = connect(writer.path, readonly=True)
+    store.evict(conn, writer.call, pixels_leave=True)
+    left = {r[0] for r in conn.execute("SELECT part_id FROM images")}
+    gone = set(kept) - left
+    # Synced first, oldest first; the due-but-unsynced ones (even the oldest) stay.
+    assert gone and all(p.startswith("synced") for p in gone)
+    assert all(not (tmp_path / "images" / kept[p].path).exists() for p in gone)
+    assert store.bytes_total <= store.budget_bytes
+    assert events.alarms() == []
+
+    # More due images than the budget holds: the rest of the synced and every never-due one
+    # go, then the oldest due ones, counted and alarmed.
+    for i in range(18, 30):
+        part = f"due-{i:02d}"
+        kept[part] = keep(store, writer, part, seed=i)
+        mark_hard_case(writer, part)
+    flush(writer)
+    store.evict(conn, writer.call, pixels_leave=True)
+    assert store.evicted_synced == 4 and store.evicted_local == 4 and store.evicted_unsynced > 0
+    assert [a.kind for a in events.alarms()] == ["images_evicted_unsynced"]
+    oldest_due = [p for p in kept if p.startswith("due")][: store.evicted_unsynced]
+    left = {r[0] for r in conn.execute("SELECT part_id FROM images")}
+    assert not set(oldest_due) & left
+    conn.close()
+
+
+def test_age_limit_and_no_alarm_when_pixels_never_leave(tmp_path: Path, writer: StoreWriter) -> None:
+    events = EventBus()
+    store = ImageStore(tmp_path / "images", ImagesConfig(max_age_days=0.00001), events)  # < 1 s
+    for i in range(3):
+        part = f"p{i}"
+        keep(store, writer, part, seed=i)
+        mark_hard_case(writer, part)
+    flush(writer)
+    time.sleep(1.0)
+    conn = connect(writer.path, readonly=True)
+    assert store.evict(conn, writer.call, pixels_leave=False) == 3
+    assert store.evicted_local == 3 and store.evicted_unsynced == 0 and events.alarms() == []
+    assert store.count == 0 and store.bytes_total == 0
+    conn.close()
+    assert ALARM_KEY not in [a.kind for a in events.alarms()]
