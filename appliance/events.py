@@ -18,6 +18,7 @@ from appliance.results import now_ms
 
 logger = logging.getLogger("appliance.events")
 Severity = Literal["info", "warning", "alarm"]
+_RECORD_ATTRIBUTES = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,9 @@ class EventBus:
         """Record, log and fan out one event."""
         event = Event(kind, message, severity, line, camera, details=details)
         level = {"info": logging.INFO, "warning": logging.WARNING, "alarm": logging.ERROR}[severity]
-        logger.log(level, "%s", message, extra={"event": kind, "line": line, "camera": camera, **details})
+        # Details become log fields; names a LogRecord already has (module, name...) get a prefix.
+        fields = {(f"detail_{k}" if k in _RECORD_ATTRIBUTES else k): v for k, v in details.items()}
+        logger.log(level, "%s", message, extra={"event": kind, "line": line, "camera": camera, **fields})
         with self._lock:
             self._recent.append(event)
             subscribers = list(self._subscribers)

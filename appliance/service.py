@@ -72,7 +72,9 @@ class Service:
         self.profile = profile or resolve_profile(settings.profile, cameras)
         self.events = EventBus()
         self.live = LiveView()
-        self.writer = StoreWriter(settings.db_path, settings.node_id, settings.store)
+        self.writer = StoreWriter(
+            settings.db_path, settings.node_id, settings.store, track_unpublished=settings.mqtt.enabled
+        )
         self.reader = Reader(settings.db_path)
         self.pending = PendingRefinements(settings.state_dir / "pending")
         self.runners: dict[str, ModelRunner] = {}

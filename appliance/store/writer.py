@@ -60,7 +60,7 @@ class WriterFailed(Exception):
 class StoreWriter:
     """Owns the write connection; one transaction per small batch (`BEGIN IMMEDIATE`)."""
 
-    def __init__(self, path: Path, node_id: str, config: StoreConfig) -> None:
+    def __init__(self, path: Path, node_id: str, config: StoreConfig, *, track_unpublished: bool = True) -> None:
         self.path = path
         self.node_id = node_id
         self.config = config
@@ -76,6 +76,8 @@ class StoreWriter:
         self.retries = 0
         self.dropped_by_retention = 0
         self.dropped_unpublished = 0
+        # Without a broker, "never published" is the normal state of a row, not a loss.
+        self.track_unpublished = track_unpublished
         self.last_error: str | None = None
         self.failed: Exception | None = None
         self.last_commit_monotonic = time.monotonic()
@@ -100,6 +102,22 @@ class StoreWriter:
         if self._conn is not None and (self._thread is None or not self._thread.is_alive()):
             self._conn.close()
             self._conn = None
+            self._refuse_leftovers()
+
+    def _refuse_leftovers(self) -> None:
+        """Fail the futures of writes handed over after the writer stopped (nobody waits forever)."""
+        lost = 0
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Call):
+                item.future.set_exception(WriterFailed("store writer stopped"))
+            else:
+                lost += 1
+        if lost:
+            logger.error("%d result(s) handed to the store writer after it stopped were not written", lost)
 
     @property
     def alive(self) -> bool:
@@ -128,11 +146,15 @@ class StoreWriter:
     def call(self, op: WriteOp) -> Future[Any]:
         """Run `op(conn)` inside a write transaction on the writer thread; a Future of its result."""
         item = _Call(op)
-        if self.failed is not None:
-            item.future.set_exception(WriterFailed(str(self.failed)))
-            return item.future
-        self._queue.put(item)
-        return item.future
+        while True:
+            if self.failed is not None or (self._stop.is_set() and not self.alive):
+                item.future.set_exception(WriterFailed(str(self.failed or "store writer stopped")))
+                return item.future
+            try:
+                self._queue.put(item, timeout=0.2)
+                return item.future
+            except queue.Full:
+                continue
 
     def subscribe(self) -> threading.Event:
         """An event set after every commit, for consumers that drain the outbox."""
@@ -314,7 +336,7 @@ class StoreWriter:
         )
         if not doomed:
             return 0
-        unpublished = sum(1 for _, r in doomed if r["published_ms"] is None)
+        unpublished = sum(1 for _, r in doomed if r["published_ms"] is None) if self.track_unpublished else 0
         conn.execute("DELETE FROM results WHERE seq <= ?", (doomed[-1][1]["seq"],))
         self.dropped_by_retention += len(doomed)
         if unpublished:

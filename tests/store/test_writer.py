@@ -169,3 +169,23 @@ def test_retention_drops_oldest_rows_beyond_budget_and_counts_undelivered(tmp_pa
     assert deleted == 100
     assert seqs(tmp_path / "a.db")[0] == 101
     assert writer.dropped_unpublished == 60
+
+
+def test_writes_handed_over_after_stop_fail_instead_of_hanging(tmp_path: Path) -> None:
+    from appliance.store.writer import WriterFailed
+
+    writer = StoreWriter(tmp_path / "a.db", "node", StoreConfig())
+    writer.start()
+    writer.stop()
+    with pytest.raises(WriterFailed, match="stopped"):
+        writer.call(lambda conn: 1).result(5)
+
+
+def test_without_a_broker_retention_does_not_count_rows_as_undelivered(tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path / "a.db", "node", StoreConfig(max_rows=1000), track_unpublished=False)
+    writer.start()
+    for n in range(1010):
+        writer.put(verdict(n))
+    assert writer.call(writer._retention).result(5) == 10
+    writer.stop()
+    assert writer.dropped_unpublished == 0
