@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from appliance.events import EventBus
@@ -20,6 +22,7 @@ def test_alarm_is_raised_once_and_cleared_with_a_recovery_event() -> None:
 
 
 def test_details_named_like_log_record_fields_do_not_break_logging(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     bus = EventBus()
     event = bus.emit("model_switched", "switched", module="tier2", name="mt-tier2", args="x")
     assert event.details == {"module": "tier2", "name": "mt-tier2", "args": "x"}

@@ -60,7 +60,9 @@ class WriterFailed(Exception):
 class StoreWriter:
     """Owns the write connection; one transaction per small batch (`BEGIN IMMEDIATE`)."""
 
-    def __init__(self, path: Path, node_id: str, config: StoreConfig, *, track_unpublished: bool = True) -> None:
+    def __init__(
+        self, path: Path, node_id: str, config: StoreConfig, *, track_unpublished: bool = True
+    ) -> None:
         self.path = path
         self.node_id = node_id
         self.config = config
