@@ -580,12 +580,25 @@ def load_settings(path: Path | None = None) -> Settings:
     except ValidationError as exc:
         raise ConfigError(describe_errors(source, text, exc)) from exc
     file_base = Path.cwd() if path is None else source.resolve().parent
-    for name in ("state_dir", "models_dir"):
-        value: Path = getattr(settings, name)
-        if not value.is_absolute():
-            from_env = f"APPLIANCE_{name.upper()}" in os.environ
-            setattr(settings, name, ((Path.cwd() if from_env else file_base) / value).resolve())
+    _resolve_paths(settings, file_base, ())
     return settings
+
+
+def _resolve_paths(model: BaseModel, file_base: Path, loc: tuple[str, ...]) -> None:
+    """Make every relative Path in the tree absolute: against the config file's folder, or the
+    working directory when the value came from the environment (APPLIANCE_..._...)."""
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        here = (*loc, name)
+        if isinstance(value, Path) and not value.is_absolute():
+            from_env = "APPLIANCE_" + "__".join(here).upper() in os.environ
+            object.__setattr__(model, name, ((Path.cwd() if from_env else file_base) / value).resolve())
+        elif isinstance(value, BaseModel):
+            _resolve_paths(value, file_base, here)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, BaseModel):
+                    _resolve_paths(item, file_base, here)
 
 
 def describe_errors(source: Path, text: str, exc: ValidationError) -> str:

@@ -163,3 +163,12 @@ def test_configuration_reference_is_generated_from_the_schema() -> None:
     assert current == render(), (
         "docs/configuration.md is stale: python -m appliance.config_doc > docs/configuration.md"
     )
+
+
+def test_relative_paths_anywhere_in_the_file_are_relative_to_it(tmp_path: Path) -> None:
+    text = GOOD.replace('path = "/data/parts"', 'path = "parts"').replace(
+        'host = "broker.plant"', 'host = "broker.plant"\npassword_file = "secrets/mqtt"'
+    )
+    settings = load_settings(write(tmp_path, text))
+    assert settings.lines[0].cameras[0].source.path == (tmp_path / "parts").resolve()
+    assert settings.mqtt.password_file == (tmp_path / "secrets" / "mqtt").resolve()
