@@ -7,7 +7,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,9 @@ from appliance.bench.sampling import CpuClock, percentile, rss_mb
 from appliance.config import CameraConfig, LineConfig, Settings, SourceConfig
 from appliance.inference.package import load_package
 from appliance.inference.runtime import ModelRunner, SessionSettings
+from appliance.results import now_ms
 from appliance.service import Service
+from appliance.wiring import add_components
 from hardware.sources.base import CorruptFrame, FrameSource
 from hardware.sources.factory import make_source
 
@@ -36,7 +38,6 @@ class BenchContext:
     cores: int
     workdir: Path
     progress: Callable[[str], None]
-    extra_components: Callable[[Service], None] = field(default=lambda _s: None)
 
     def local_tiers(self) -> list[str]:
         """Model package names of the local tiers, cheapest first."""
@@ -165,10 +166,20 @@ def int8_phase(ctx: BenchContext, frames: list[np.ndarray]) -> dict[str, Any]:
     }
 
 
+@dataclass
+class Delivery:
+    """Where a pipeline phase delivers: a loopback broker (and its subscriber), a sync target."""
+
+    mqtt_port: int | None = None
+    receipts: Path | None = None  # the subscriber process's log of arrivals
+    sync: dict[str, Any] | None = None  # SyncConfig overrides (target, endpoint_url, ...)
+
+
 def bench_settings(
-    ctx: BenchContext, phase: str, *, streams: int, fps: float, policy: str, mqtt: bool = False
+    ctx: BenchContext, phase: str, *, streams: int, fps: float, policy: str, delivery: Delivery | None = None
 ) -> Settings:
     """A one-line service configuration for a pipeline phase, state in its own folder."""
+    delivery = delivery or Delivery()
     cameras = []
     for n in range(streams):
         source = ctx.source.model_copy(update={"fps": fps}) if hasattr(ctx.source, "fps") else ctx.source
@@ -180,8 +191,22 @@ def bench_settings(
     settings.lines = [line]
     settings.state_dir = ctx.workdir / phase
     settings.web.enabled = False
-    settings.mqtt.enabled = mqtt
-    settings.sync.target = ""
+    settings.mqtt = settings.mqtt.model_copy(
+        update={
+            "enabled": delivery.mqtt_port is not None,
+            "host": "127.0.0.1",
+            "port": delivery.mqtt_port or 1883,
+            "username": None,
+            "password_file": None,
+            "tls_ca": None,
+            "tls_cert": None,
+            "tls_key": None,
+            "reconnect_max_s": 1.0,
+        }
+    )
+    settings.sync = settings.sync.model_copy(
+        update={"target": "", "interval_s": 0.5, **(delivery.sync or {})}
+    )
     return settings
 
 
@@ -194,27 +219,39 @@ def pipeline_phase(
     policy: str,
     seconds: float,
     warmup: float = 1.0,
-    mqtt: bool = False,
-    during: Callable[[Service], None] | None = None,
+    delivery: Delivery | None = None,
+    during: Callable[[Service, float], None] | None = None,
+    until: Callable[[Service], bool] | None = None,
 ) -> dict[str, Any]:
-    """Run the real service and measure parts/s committed, CPU per part and latencies."""
-    settings = bench_settings(ctx, phase, streams=streams, fps=fps, policy=policy, mqtt=mqtt)
+    """Run the real service and measure parts/s committed, CPU per part and latencies.
+
+    `during(service, elapsed_s)` is called about ten times in the window (e.g. to end an outage);
+    with `until(service)`, the window goes on (up to a minute more) until it is true.
+    """
+    delivery = delivery or Delivery()
+    settings = bench_settings(ctx, phase, streams=streams, fps=fps, policy=policy, delivery=delivery)
     service = Service(settings)
-    ctx.extra_components(service)
+    add_components(service)
     service.start()
     rss: list[tuple[float, float]] = []
+    window_ms: tuple[int, int] = (0, 0)
     try:
         time.sleep(warmup)
         ladder = service.ladders["bench"]
         parts0, seq0 = ladder.parts, service.writer.last_seq
         dropped0 = sum(c.dropped for c in service.cameras)
         start = time.perf_counter()
+        start_ms = now_ms()
         with CpuClock() as clock:
-            while time.perf_counter() - start < seconds:
+            give_up = start + seconds + 60
+            while time.perf_counter() - start < seconds or (
+                until is not None and not until(service) and time.perf_counter() < give_up
+            ):
                 rss.append((time.perf_counter() - start, rss_mb()))
                 if during is not None:
-                    during(service)
+                    during(service, time.perf_counter() - start)
                 time.sleep(min(1.0, seconds / 10))
+        window_ms = (start_ms, now_ms())
         parts = ladder.parts - parts0
         committed = service.writer.last_seq - seq0
         dropped = sum(c.dropped for c in service.cameras) - dropped0
@@ -225,9 +262,14 @@ def pipeline_phase(
         while ladder.health()["provisional_open"] and time.monotonic() < settle:
             time.sleep(0.1)
         ladder_health = ladder.health()
+        components = service.health()["components"]
     finally:
         service.stop()
-    latencies = commit_latencies(settings.db_path, seq0)
+    if delivery.receipts is not None:
+        time.sleep(0.5)  # the last acknowledgements on their way to the subscriber
+        latencies = receipt_latencies(delivery.receipts, window_ms)
+    else:
+        latencies = commit_latencies(settings.db_path, seq0)
     within, unresolved = deadline_record(settings.db_path, seq0, ctx.line.deadline_ms)
     return {
         "parts_per_s": parts / clock.wall_s,
@@ -237,13 +279,24 @@ def pipeline_phase(
         "dropped_per_s": dropped / clock.wall_s,
         "latency_ms_p50": percentile(latencies, 50),
         "latency_ms_p99": percentile(latencies, 99),
+        "latency_samples": len(latencies),
         "deadline_missed": ladder_health["deadline_missed"],
         "within_deadline": within,
         "unresolved_provisional": unresolved,
         "deferred": ladder_health["deferred_escalations"],
-        "provisional_open": ladder_health["provisional_open"],
+        "components": components,
         "rss": rss,
     }
+
+
+def receipt_latencies(receipts: Path, window_ms: tuple[int, int]) -> list[float]:
+    """Capture-to-receipt latency of first verdicts captured in the window, from the subscriber's log."""
+    latencies = []
+    for line in receipts.read_text().splitlines():
+        received, captured, revision, _ = line.split(" ", 3)
+        if revision == "0" and window_ms[0] <= int(captured) <= window_ms[1]:
+            latencies.append(float(int(received) - int(captured)))
+    return latencies
 
 
 def commit_latencies(db: Path, after_seq: int) -> list[float]:

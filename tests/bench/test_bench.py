@@ -72,3 +72,10 @@ source = {{ kind = "simulator", width = 64, height = 64 }}
     assert figures["cpu_budget_fps"] > 0
     assert figures["capacity"]["required_fps"] == 20
     assert isinstance(figures["capacity"]["fits"], bool)
+    from appliance.bench.broker import mosquitto_path
+
+    if mosquitto_path() is not None:  # the OT side really received results, and a backlog drained
+        assert figures["latency_measured_to"].startswith("mqtt receipt")
+        assert figures["latency_samples_at_50"] > 0
+        assert figures["drain_rows_per_s"] and figures["drain_rows_per_s"] > 0
+    assert figures["sync_drain_rows_per_s"] and figures["sync_drain_rows_per_s"] > 0

@@ -1,0 +1,237 @@
+"""Bench phases that involve the consumers: a loopback broker with a subscriber in another
+process (latency to the OT side, publishing cost, outbox drain) and a sync target (drain)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from appliance.bench.broker import PrivateBroker, mosquitto_path
+from appliance.bench.phases import BenchContext, Delivery, pipeline_phase
+from appliance.service import Service
+
+
+@contextlib.contextmanager
+def subscriber(port: int, prefix: str, outfile: Path) -> Iterator[Path]:
+    """A subscriber process logging every result's arrival; yields its log file."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "appliance.bench.subscriber",
+            "127.0.0.1",
+            str(port),
+            f"{prefix}/+/line/+/result",
+            str(outfile),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ready = outfile.with_suffix(".ready")
+    deadline = time.monotonic() + 15
+    while not ready.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("the bench's MQTT subscriber did not start")
+        time.sleep(0.05)
+    try:
+        yield outfile
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def mqtt_figures(ctx: BenchContext, pipeline_fps: float) -> dict[str, Any]:
+    """Latency to MQTT receipt at 50/75 % load, the cost of publishing, and the outbox drain."""
+    if mosquitto_path() is None:
+        return {"mqtt_note": "mosquitto not installed (Debian package mosquitto): MQTT figures skipped"}
+    prefix = ctx.settings.mqtt.prefix
+    broker = PrivateBroker(ctx.workdir)
+    broker.start()
+    figures: dict[str, Any] = {}
+    try:
+        for share in (50, 75):
+            ctx.progress(f"latency to MQTT receipt at {share}% load")
+            with subscriber(broker.port, prefix, ctx.workdir / f"receipts{share}.log") as log:
+                run = pipeline_phase(
+                    ctx,
+                    f"mqtt{share}",
+                    streams=1,
+                    fps=pipeline_fps * share / 100,
+                    policy="latest",
+                    seconds=ctx.seconds,
+                    delivery=Delivery(mqtt_port=broker.port, receipts=log),
+                )
+            figures[f"p50_ms_at_{share}"] = run["latency_ms_p50"]
+            figures[f"p99_ms_at_{share}"] = run["latency_ms_p99"]
+            figures[f"latency_samples_at_{share}"] = run["latency_samples"]
+        ctx.progress("pipeline maximum, publishing every result")
+        with subscriber(broker.port, prefix, ctx.workdir / "receipts-max.log"):
+            peak = pipeline_phase(
+                ctx,
+                "mqtt-max",
+                streams=ctx.cores,
+                fps=0,
+                policy="block",
+                seconds=ctx.seconds,
+                delivery=Delivery(mqtt_port=broker.port),
+            )
+        figures["pipeline_fps_mqtt"] = peak["parts_per_s"]
+        figures["publish_cost"] = 1.0 - peak["parts_per_s"] / pipeline_fps
+
+        ctx.progress("outbox drain after a broker outage, production going on")
+        broker.stop()
+        production = pipeline_fps / 4  # a steady line well below capacity
+
+        def end_outage(_service: Service, elapsed: float) -> None:
+            if elapsed >= ctx.seconds and broker._process is None:
+                broker.start()
+
+        run = pipeline_phase(
+            ctx,
+            "mqtt-drain",
+            streams=1,
+            fps=production,
+            policy="latest",
+            seconds=2.5 * ctx.seconds,
+            delivery=Delivery(mqtt_port=broker.port),
+            during=end_outage,
+            until=lambda service: bool(
+                service.health()["components"].get("mqtt", {}).get("outbox", {}).get("last_drain")
+            ),
+        )
+        drain = (run["components"].get("mqtt") or {}).get("outbox", {}).get("last_drain") or {}
+        figures["drain_rows_per_s"] = drain.get("rows_s")
+        figures["drain_backlog_rows"] = drain.get("backlog_at_reconnect")
+        figures["drain_vs_production"] = (
+            (drain["rows_s"] / run["parts_per_s"]) if drain.get("rows_s") else None
+        )
+        figures["production_fps_during_drain"] = run["parts_per_s"]
+    finally:
+        broker.stop()
+    return figures
+
+
+class LateTarget:
+    """A sync target that comes up when told: a moto S3 server (dev extra) or a file:// folder."""
+
+    def __init__(self, workdir: Path) -> None:
+        try:
+            import moto  # noqa: F401
+
+            self.kind = "s3"
+        except ImportError:
+            self.kind = "file"
+        from appliance.bench.broker import free_port
+
+        self.port = free_port()
+        self.folder = workdir / "export"
+        self._process: subprocess.Popen[bytes] | None = None
+        if self.kind == "s3":  # moto takes any key; the worker's client reads them at start
+            os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+            os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """SyncConfig fields pointing at this target."""
+        if self.kind == "s3":
+            return {"target": "s3://bench/appliance", "endpoint_url": f"http://127.0.0.1:{self.port}"}
+        return {"target": f"file://{self.folder}"}
+
+    def start(self) -> None:
+        """Bring the target up (the outage ends)."""
+        if self.kind == "file":
+            self.folder.mkdir(parents=True, exist_ok=True)
+            return
+        import boto3
+
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = boto3.client("s3", endpoint_url=self.overrides["endpoint_url"], region_name="us-east-1")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.create_bucket(Bucket="bench")
+                return
+            except Exception:  # still starting
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Take it down."""
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(10)
+            self._process = None
+
+
+def sync_figures(ctx: BenchContext, pipeline_fps: float) -> dict[str, Any]:
+    """Sync drain rate after an outage of the target, production going on; its cost at maximum."""
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    target = LateTarget(ctx.workdir)
+    base = {
+        **target.overrides,
+        "policy": "metadata",
+        "batch_max_rows": 200,  # small batches: a short outage leaves a backlog of many
+        "drain_busy_fraction": 1.0,
+        "backoff_initial_s": 0.2,
+        "backoff_max_s": 1.0,
+    }
+    figures: dict[str, Any] = {"sync_target": target.kind}
+    try:
+        ctx.progress("sync drain after a target outage, production going on")
+
+        def end_outage(service: Service, elapsed: float) -> None:
+            if elapsed >= ctx.seconds and not (target.folder.exists() or target._process):
+                target.start()
+                worker = service.components.get("sync")
+                if worker is not None:
+                    worker.kick()  # type: ignore[attr-defined]
+
+        run = pipeline_phase(
+            ctx,
+            "sync-drain",
+            streams=1,
+            fps=pipeline_fps / 4,
+            policy="latest",
+            seconds=2.5 * ctx.seconds,
+            delivery=Delivery(sync=base),
+            during=end_outage,
+            until=lambda service: bool(service.health()["components"].get("sync", {}).get("last_drain")),
+        )
+        drain = (run["components"].get("sync") or {}).get("last_drain") or {}
+        figures["sync_drain_rows_per_s"] = drain.get("rows_per_s")
+        figures["sync_drain_mb_per_s"] = drain.get("mb_per_s")
+        figures["sync_drain_vs_production"] = (
+            drain["rows_per_s"] / run["parts_per_s"] if drain.get("rows_per_s") else None
+        )
+        ctx.progress("pipeline maximum, syncing every result")
+        peak = pipeline_phase(
+            ctx,
+            "sync-max",
+            streams=ctx.cores,
+            fps=0,
+            policy="block",
+            seconds=ctx.seconds,
+            delivery=Delivery(sync=dict(base, drain_busy_fraction=0.25)),
+        )
+        figures["pipeline_fps_sync"] = peak["parts_per_s"]
+        figures["sync_cost"] = 1.0 - peak["parts_per_s"] / pipeline_fps
+    finally:
+        target.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return figures

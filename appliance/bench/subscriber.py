@@ -1,0 +1,59 @@
+"""The OT side for the bench, in a process of its own: receives results, logs arrival times.
+
+    python -m appliance.bench.subscriber HOST PORT TOPIC OUTFILE
+
+Writes one line per message: `received_ms ts_capture_ms revision msg_id`, and creates
+OUTFILE.ready once the subscription is acknowledged. Stops on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+def main(argv: list[str]) -> int:
+    """Subscribe and log until terminated."""
+    import paho.mqtt.client as mqtt
+
+    host, port, topic, outfile = argv[0], int(argv[1]), argv[2], Path(argv[3])
+    out = outfile.open("w", buffering=1)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{time.time_ns()}", protocol=mqtt.MQTTv5
+    )
+
+    def on_connect(c: Any, _u: Any, _f: Any, _reason: Any, _p: Any) -> None:
+        c.subscribe(topic, qos=1)
+
+    def on_subscribe(*_: Any) -> None:
+        outfile.with_suffix(".ready").touch()
+
+    def on_message(_c: Any, _u: Any, message: Any) -> None:
+        received = time.time_ns() // 1_000_000
+        try:
+            payload = json.loads(message.payload)
+            out.write(f"{received} {payload['ts_capture_ms']} {payload['revision']} {payload['msg_id']}\n")
+        except (ValueError, KeyError):
+            return
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    client.connect(host, port)
+    client.loop_start()
+    stop.wait()
+    client.loop_stop()
+    client.disconnect()
+    out.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
