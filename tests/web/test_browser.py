@@ -89,6 +89,12 @@ def test_live_view_shows_an_image_that_changes(page: Any, console: Console) -> N
     until(page, lambda: img.evaluate("el => el.complete && el.naturalWidth > 0"))
     tile = page.inner_text("[data-camera=cam1] .verdict-tile")
     assert "PASS" in tile or "FAIL" in tile  # words, not colour alone
+    for _ in range(5):  # the tile always names the part whose image is on screen
+        shown = img.evaluate(
+            "el => [el.dataset.part, document.querySelector('[data-camera=cam1] [data-field=part]').textContent]"
+        )
+        assert shown[0] and shown[0] == shown[1].strip()
+        page.wait_for_timeout(150)
     until(page, lambda: "%" in page.inner_text(".shift [data-field=yield]"))
     page.wait_for_timeout(1200)  # let the chart and the counters settle for the picture
     shot(page, "live")

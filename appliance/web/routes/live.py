@@ -143,6 +143,10 @@ async def live_frame(
             "X-Frame-Version": str(snap.version),
             "X-Part-Id": snap.frame.part_id,
             "X-Verdict": snap.verdict.verdict,
+            "X-Defect-Class": snap.verdict.defect_class or "",
+            "X-Confidence": f"{snap.verdict.confidence:.4f}",
+            "X-Tier": str(snap.verdict.tier),
+            "X-Provisional": "1" if snap.verdict.provisional else "0",
             "X-Capture-Ms": str(snap.frame.ts_capture_ms),
         },
     )

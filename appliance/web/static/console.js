@@ -43,6 +43,16 @@
             version = v;
             lastNew = Date.now();
             img.dataset.version = v;
+            img.dataset.part = response.headers.get("X-Part-Id") || "";
+            // The tile shows the verdict of the very frame on screen, never a neighbour's.
+            renderTile(card, {
+              verdict: response.headers.get("X-Verdict"),
+              part_id: response.headers.get("X-Part-Id"),
+              defect_class: response.headers.get("X-Defect-Class"),
+              confidence: Number(response.headers.get("X-Confidence")),
+              tier: response.headers.get("X-Tier"),
+              provisional: response.headers.get("X-Provisional") === "1",
+            });
             const waiting = card && card.querySelector('[data-field="waiting"]');
             if (waiting) { waiting.remove(); }
           }
@@ -84,20 +94,24 @@
     return out;
   }
 
+  function renderTile(card, c) {
+    if (!card || !c.verdict) { return; }
+    const tile = card.querySelector('[data-field="tile"]');
+    tile.className = "verdict-tile " + c.verdict;
+    tile.href = "/results/" + encodeURIComponent(c.part_id);
+    setText(card, "icon", c.verdict === "pass" ? "✓" : c.verdict === "fail" ? "✗" : "!");
+    setText(card, "word", c.verdict.toUpperCase());
+    setText(card, "cls", c.defect_class || "");
+    setText(card, "detail", Math.round(c.confidence * 100) + " % sure · tier " + c.tier + (c.provisional ? " · provisional" : ""));
+    setText(card, "part", c.part_id);
+  }
+
   function renderLive(state) {
     for (const [id, c] of Object.entries(state.cameras)) {
       const card = document.querySelector('[data-camera="' + CSS.escape(id) + '"]');
       if (!card) { continue; }
       setText(card, "fps", (c.fps_processed === null || c.fps_processed === undefined ? "-" : c.fps_processed.toFixed(1)) + " fps");
-      if (!c.verdict) { continue; }
-      const tile = card.querySelector('[data-field="tile"]');
-      tile.className = "verdict-tile " + c.verdict;
-      tile.href = "/results/" + encodeURIComponent(c.part_id);
-      setText(card, "icon", c.verdict === "pass" ? "✓" : c.verdict === "fail" ? "✗" : "!");
-      setText(card, "word", c.verdict.toUpperCase());
-      setText(card, "cls", c.defect_class || "");
-      setText(card, "detail", Math.round(c.confidence * 100) + " % sure · tier " + c.tier + (c.provisional ? " · provisional" : ""));
-      setText(card, "part", c.part_id);
+      if (!card.querySelector("img[data-live-camera]")) { renderTile(card, c); }
     }
     for (const [line, s] of Object.entries(state.shift.lines)) {
       const panel = document.querySelector('.shift[data-line="' + CSS.escape(line) + '"]');
