@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,22 @@ def datasets() -> Path:
 def grey(value: int, size: tuple[int, int] = (48, 64)) -> np.ndarray:
     """A flat grey frame: with the brightness models its score is value / 255."""
     return np.full(size, value, np.uint8)
+
+
+#: Processes started by tests; any still running after a test is killed (a failed assertion
+#: must never leave an appliance running and eating the CPU of the tests after it).
+SPAWNED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def kill_leftover_processes() -> Iterator[None]:
+    """Kill what a test started and left running."""
+    yield
+    while SPAWNED:
+        process = SPAWNED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 @pytest.fixture(autouse=True)

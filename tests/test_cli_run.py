@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, SPAWNED
 
 
 def free_port() -> int:
@@ -54,7 +54,7 @@ source = {{ kind = "simulator", fps = {fps}, width = 64, height = 64 }}
 def start(config: Path, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("APPLIANCE_CONFIG", None)
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "appliance", "run", "--config", str(config), *extra],
         cwd=REPO,
         env=env,
@@ -62,6 +62,8 @@ def start(config: Path, *extra: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+    SPAWNED.append(process)
+    return process
 
 
 def wait_http(url: str, timeout: float = 30.0) -> httpx.Response:
@@ -79,6 +81,8 @@ def db_rows(state: Path) -> list[tuple[int, int]]:
     conn = sqlite3.connect(state / "appliance.db")
     try:
         return conn.execute("SELECT seq, revision FROM results ORDER BY seq").fetchall()
+    except sqlite3.OperationalError:  # created but not migrated yet
+        return []
     finally:
         conn.close()
 

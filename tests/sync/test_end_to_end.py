@@ -26,6 +26,7 @@ import pytest
 from appliance.config import Settings
 from appliance.service import Service
 from appliance.wiring import add_components
+from tests.conftest import SPAWNED
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -302,6 +303,7 @@ source = {{ kind = "folder", path = "{folder}", fps = 20, loop = false }}
         stderr=subprocess.PIPE,
         text=True,
     )
+    SPAWNED.append(process)
     outage = threading.Timer(1.5, proxy.down)
     back = threading.Timer(4.5, proxy.up)
     outage.start()

@@ -13,6 +13,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.conftest import SPAWNED
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -87,13 +89,15 @@ def run_appliance(
     env.update(NOTIFY_SOCKET=notify.address, WATCHDOG_USEC=str(watchdog_usec), PYTHONUNBUFFERED="1")
     if cwd == REPO:
         env["PYTHONPATH"] = str(REPO)
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [python, "-m", "appliance", "run", "--config", str(config)],
         cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    SPAWNED.append(process)  # type: ignore[arg-type]  # killed after the test if still running
+    return process
 
 
 def write_config(path: Path, models_dir: Path, state_dir: Path, model: str, **top: object) -> Path:

@@ -91,7 +91,8 @@ def test_live_view_shows_an_image_that_changes(page: Any, console: Console) -> N
     assert "PASS" in tile or "FAIL" in tile  # words, not colour alone
     for _ in range(5):  # the tile always names the part whose image is on screen
         shown = img.evaluate(
-            "el => [el.dataset.part, document.querySelector('[data-camera=cam1] [data-field=part]').textContent]"
+            "el => [el.dataset.part,"
+            " document.querySelector('[data-camera=cam1] [data-field=part]').textContent]"
         )
         assert shown[0] and shown[0] == shown[1].strip()
         page.wait_for_timeout(150)
