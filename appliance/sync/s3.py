@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlparse
 
 from appliance.config import SyncConfig
@@ -199,7 +199,15 @@ def credentials_path(config: SyncConfig) -> Path | None:
     return Path(directory) / path if directory else path
 
 
-def read_credentials(config: SyncConfig) -> dict[str, str]:
+class Credentials(TypedDict, total=False):
+    """Keyword arguments for boto3's Session; none given = the default credential chain."""
+
+    aws_access_key_id: str
+    aws_secret_access_key: str
+    aws_session_token: str
+
+
+def read_credentials(config: SyncConfig) -> Credentials:
     """Keys for boto3's Session from credentials_file; empty = the environment/default chain.
 
     The file is AWS's shared-credentials INI format (`[default]`, `aws_access_key_id`,
@@ -208,7 +216,7 @@ def read_credentials(config: SyncConfig) -> dict[str, str]:
     """
     path = credentials_path(config)
     if path is None:
-        return {}
+        return Credentials()
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -227,5 +235,9 @@ def read_credentials(config: SyncConfig) -> dict[str, str]:
     missing = {"aws_access_key_id", "aws_secret_access_key"} - set(values)
     if missing:
         raise ValueError(f"sync.credentials_file {path}: [{section}] lacks {', '.join(sorted(missing))}")
-    keys = {"aws_access_key_id", "aws_secret_access_key", "aws_session_token"}
-    return {k: v for k, v in values.items() if k in keys}
+    keys = Credentials(
+        aws_access_key_id=values["aws_access_key_id"], aws_secret_access_key=values["aws_secret_access_key"]
+    )
+    if "aws_session_token" in values:
+        keys["aws_session_token"] = values["aws_session_token"]
+    return keys
