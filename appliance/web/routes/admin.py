@@ -108,7 +108,7 @@ def _change(
         return updated.to_json()
 
     try:
-        return ctx.write(op)  # type: ignore[no-any-return]
+        return ctx.write(op)
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from exc
     except AccountError as exc:
