@@ -71,7 +71,8 @@ def entries(
     result: str | None = None,
 ) -> list[dict[str, Any]]:
     """Entries newest first, filtered; `before_id` pages back."""
-    where, params = [], []
+    where: list[str] = []
+    params: list[str | int] = []
     for column, value in (("action", action), ("actor", actor), ("result", result)):
         if value is not None:
             where.append(f"{column} = ?")

@@ -13,7 +13,7 @@ import re
 import sys
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -48,6 +48,10 @@ class Section(BaseModel):
 # --- camera sources -------------------------------------------------------------------------
 
 
+# The kinds hardware.sources.simulator draws (its DEFECT_KINDS).
+DefectKind = Literal["blowhole", "crack", "break", "fray", "uneven"]
+
+
 class SimulatorSource(Section):
     """The built-in line simulator: synthetic magnetic-tile parts, some defective."""
 
@@ -56,8 +60,8 @@ class SimulatorSource(Section):
         10.0, ge=0, le=1000, description="Parts per second passing the camera; 0 = as fast as inference."
     )
     defect_rate: float = Field(0.2, ge=0, le=1, description="Probability that a part is defective.")
-    defect_kinds: list[Literal["blowhole", "crack", "break", "fray", "uneven"]] = Field(
-        default_factory=lambda: ["blowhole", "crack", "break", "fray", "uneven"],
+    defect_kinds: list[DefectKind] = Field(
+        default_factory=lambda: list(get_args(DefectKind)),
         description="Defect kinds the simulator draws.",
     )
     width: int = Field(320, ge=32, le=4096, description="Frame width in pixels.")
@@ -661,8 +665,8 @@ def _line_of(text: str, loc: list[str]) -> int | None:
             if header.group(1):
                 counters[path] = counters.get(path, -1) + 1
                 # A new parent entry restarts the count of its children.
-                for key in [k for k in counters if len(k) > len(path) and k[: len(path)] == path]:
-                    del counters[key]
+                for child in [k for k in counters if len(k) > len(path) and k[: len(path)] == path]:
+                    del counters[child]
                 path += (str(counters[path]),)
             table = path
             candidates = [table]

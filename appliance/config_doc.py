@@ -64,6 +64,7 @@ def _default(info: FieldInfo) -> str:
         return "required"
     if info.default_factory is not None:
         try:
+            # pydantic allows factories that take the validated data; those raise TypeError here
             value = info.default_factory()  # type: ignore[call-arg]
         except TypeError:
             return "(computed)"

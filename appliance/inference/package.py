@@ -22,11 +22,11 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-MANIFEST_SCHEMA = "vision.model/1"
+MANIFEST_SCHEMA: Final = "vision.model/1"
 MANIFEST_FILE = "manifest.json"
 
 

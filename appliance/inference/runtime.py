@@ -162,7 +162,7 @@ class ModelRunner:
         row = np.asarray(probs).reshape(-1)
         labels = self.manifest.labels
         order = np.argsort(-row)
-        for index in order:
+        for index in map(int, order):
             if index < len(labels) and labels[index] != self.manifest.good_label:
                 return labels[index]
         return None

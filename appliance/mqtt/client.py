@@ -236,7 +236,7 @@ class MqttLink:
             return None
         properties = None
         if expiry_s is not None and session.v5:
-            properties = Properties(PacketTypes.PUBLISH)
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: untyped
             properties.MessageExpiryInterval = int(expiry_s)
         info = session.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -340,8 +340,11 @@ class MqttLink:
         try:
             # Clean session (3.1.1 default) / clean start (5): the outbox, not the broker's
             # session, decides what is resent; Sparkplug requires it too.
-            extra = {"clean_start": True} if session.v5 else {}
-            client.connect(self.config.host, self.config.port, keepalive=self.config.keepalive_s, **extra)
+            # (3.1.1 always starts clean; paho refuses any clean_start but its default there.)
+            clean_start: paho.CleanStartOption = True if session.v5 else paho.MQTT_CLEAN_START_FIRST_ONLY
+            client.connect(
+                self.config.host, self.config.port, keepalive=self.config.keepalive_s, clean_start=clean_start
+            )
         except (OSError, ssl.SSLError, ValueError) as exc:
             self.last_error = f"cannot connect to {self._broker}: {exc}"
             self._log_failure()

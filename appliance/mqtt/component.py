@@ -114,7 +114,8 @@ class MqttComponent:
     def on_message(self, message: paho.MQTTMessage) -> None:
         """A command: queued for the command thread."""
         expiry = getattr(message.properties, "MessageExpiryInterval", None) if message.properties else None
-        self.commands.offer(message.topic, message.payload, bool(message.retain), expiry)
+        # paho types the payload bytes | bytearray; the command queue keeps immutable bytes
+        self.commands.offer(message.topic, bytes(message.payload), bool(message.retain), expiry)
 
     def on_published(self, generation: int, mid: int, reason: ReasonCode) -> None:
         """A PUBACK (or the write of a QoS 0 message): the outbox sorts out which."""

@@ -37,7 +37,8 @@ class Reader:
         until_ms: int | None = None,
     ) -> list[dict[str, Any]]:
         """Result payloads, newest first, filtered."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[str | int] = []
         for column, value in (("line", line), ("verdict", verdict), ("defect_class", defect_class)):
             if value is not None:
                 where.append(f"{column} = ?")

@@ -16,12 +16,16 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 from urllib.parse import urlparse
 
 from appliance.config import SyncConfig
 from appliance.sync.targets import MAX_GET_BYTES, KeyConflict, ObjectInfo, TargetError, sha256_hex
 from appliance.sync.throttle import ThrottledBody, TokenBucket
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ListObjectsV2RequestPaginateTypeDef, PutObjectRequestTypeDef
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +34,7 @@ class S3Target:
     """An S3 bucket and prefix through boto3 (AWS, MinIO, Ceph RGW...)."""
 
     def __init__(
-        self, config: SyncConfig, store_id: str, bucket_limiter: TokenBucket, client: Any = None
+        self, config: SyncConfig, store_id: str, bucket_limiter: TokenBucket, client: S3Client | None = None
     ) -> None:
         url = urlparse(config.target)
         self.bucket = url.netloc
@@ -93,10 +97,11 @@ class S3Target:
         )
 
     def _put(self, key: str, data: bytes, digest: str, content_type: str, *, conditional: bool) -> None:
-        args: dict[str, Any] = {
+        args: PutObjectRequestTypeDef = {
             "Bucket": self.bucket,
             "Key": self._full(key),
-            "Body": ThrottledBody(data, self.limiter),
+            # botocore reads any file-like; the stubs ask for typing.IO, which io.RawIOBase is not
+            "Body": ThrottledBody(data, self.limiter),  # type: ignore[typeddict-item]
             "ContentLength": len(data),
             "ContentType": content_type,
             "ContentMD5": base64.b64encode(hashlib.md5(data).digest()).decode(),  # noqa: S324 - integrity, not security
@@ -137,7 +142,7 @@ class S3Target:
     def list(self, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
         """Objects under `prefix` (relative keys) after `start_after`, in key order."""
         strip = len(self._full(""))
-        args = {"Bucket": self.bucket, "Prefix": self._full(prefix)}
+        args: ListObjectsV2RequestPaginateTypeDef = {"Bucket": self.bucket, "Prefix": self._full(prefix)}
         if start_after:
             args["StartAfter"] = self._full(start_after)
         try:
@@ -167,7 +172,7 @@ def _target_error(what: str, key: str, exc: Exception) -> TargetError:
     return TargetError(f"{what} {key}: {detail}")
 
 
-def make_s3_client(config: SyncConfig) -> Any:
+def make_s3_client(config: SyncConfig) -> S3Client:
     """A boto3 S3 client for the configured endpoint, addressing, checksums and credentials."""
     import boto3
     from botocore.config import Config
@@ -186,7 +191,7 @@ def make_s3_client(config: SyncConfig) -> Any:
         max_pool_connections=4,
         tcp_keepalive=True,
     )
-    verify: Any = str(config.ca_bundle) if config.ca_bundle else None
+    verify: str | None = str(config.ca_bundle) if config.ca_bundle else None
     return session.client("s3", endpoint_url=config.endpoint_url, config=client_config, verify=verify)
 
 
@@ -199,7 +204,15 @@ def credentials_path(config: SyncConfig) -> Path | None:
     return Path(directory) / path if directory else path
 
 
-def read_credentials(config: SyncConfig) -> dict[str, str]:
+class Credentials(TypedDict, total=False):
+    """Keyword arguments for boto3's Session; none given = the default credential chain."""
+
+    aws_access_key_id: str
+    aws_secret_access_key: str
+    aws_session_token: str
+
+
+def read_credentials(config: SyncConfig) -> Credentials:
     """Keys for boto3's Session from credentials_file; empty = the environment/default chain.
 
     The file is AWS's shared-credentials INI format (`[default]`, `aws_access_key_id`,
@@ -208,7 +221,7 @@ def read_credentials(config: SyncConfig) -> dict[str, str]:
     """
     path = credentials_path(config)
     if path is None:
-        return {}
+        return Credentials()
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -227,5 +240,9 @@ def read_credentials(config: SyncConfig) -> dict[str, str]:
     missing = {"aws_access_key_id", "aws_secret_access_key"} - set(values)
     if missing:
         raise ValueError(f"sync.credentials_file {path}: [{section}] lacks {', '.join(sorted(missing))}")
-    keys = {"aws_access_key_id", "aws_secret_access_key", "aws_session_token"}
-    return {k: v for k, v in values.items() if k in keys}
+    keys = Credentials(
+        aws_access_key_id=values["aws_access_key_id"], aws_secret_access_key=values["aws_secret_access_key"]
+    )
+    if "aws_session_token" in values:
+        keys["aws_session_token"] = values["aws_session_token"]
+    return keys

@@ -91,6 +91,7 @@ class ThrottledBody(io.RawIOBase):
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         """io.RawIOBase protocol."""
+        # (typeshed accepts any writable buffer; callers here pass bytearray or memoryview)
         piece = self.read(len(buffer))
         buffer[: len(piece)] = piece
         return len(piece)

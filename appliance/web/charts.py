@@ -95,7 +95,8 @@ def latency_chart(tiers: list[dict[str, Any]], *, title: str, width: int = 720, 
     """Share of verdicts per inference-latency bucket, one bar colour per tier."""
     left, right, top, bottom = 44, 16, 48, 30
     plot_w, plot_h = width - left - right, height - top - bottom
-    hists = [t.get("latency_hist") for t in tiers if t.get("latency_hist")]
+    shown = [t for t in tiers if t.get("latency_hist")]
+    hists: list[dict[str, Any]] = [t["latency_hist"] for t in shown]
     body = [_text(left, 18, title, size=14, fill=INK)]
     if not hists or not any(sum(h["counts"]) for h in hists):
         body.append(_text(left + plot_w / 2, top + plot_h / 2, "no verdicts yet", anchor="middle"))
@@ -106,7 +107,7 @@ def latency_chart(tiers: list[dict[str, Any]], *, title: str, width: int = 720, 
     step = plot_w / groups
     bar_w = step * 0.8 / max(1, len(hists))
     legend = []
-    for k, (tier, hist) in enumerate(zip(tiers, hists, strict=False)):
+    for k, (tier, hist) in enumerate(zip(shown, hists, strict=True)):
         colour = TIER_COLOURS[k % len(TIER_COLOURS)]
         legend.append((colour, f"tier {tier['tier']} {tier['model']}"))
         total = sum(hist["counts"]) or 1

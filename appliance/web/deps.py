@@ -13,7 +13,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import HTTPException, Request
 from fastapi.templating import Jinja2Templates
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from appliance.service import Service
 
 WRITE_TIMEOUT_S = 10.0
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -59,9 +61,10 @@ class Console:
         self._cache[key] = (now, value)
         return value
 
-    def write(self, op: Callable[[sqlite3.Connection], Any]) -> Any:
+    def write(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Run `op` on the writer thread and wait for its result (or its exception)."""
-        return self.service.writer.call(op).result(timeout=WRITE_TIMEOUT_S)
+        result: T = self.service.writer.call(op).result(timeout=WRITE_TIMEOUT_S)  # op's own result
+        return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +99,8 @@ class PageForbidden(Exception):
 
 def console(request: Request) -> Console:
     """The app's shared state."""
-    return request.app.state.console  # type: ignore[no-any-return]
+    ctx: Console = request.app.state.console  # set by create_app (starlette's State is untyped)
+    return ctx
 
 
 def address(request: Request) -> str | None:
@@ -107,7 +111,8 @@ def address(request: Request) -> str | None:
 def identify(request: Request) -> Caller | None:
     """The caller from a bearer token or session cookie (cached on the request)."""
     if hasattr(request.state, "caller"):
-        return request.state.caller  # type: ignore[no-any-return]
+        cached: Caller | None = request.state.caller
+        return cached
     ctx = console(request)
     caller = None
     scheme, _, token = request.headers.get("authorization", "").partition(" ")

@@ -165,7 +165,7 @@ def _cumulative(hist: dict[str, Any]) -> list[tuple[str, float]]:
     out, running = [], 0
     for bound, count in zip([*hist["le_ms"], float("inf")], hist["counts"], strict=True):
         running += count
-        out.append((floatToGoString(bound), float(running)))
+        out.append((floatToGoString(bound), float(running)))  # type: ignore[no-untyped-call]  # prometheus_client: untyped
     return out
 
 

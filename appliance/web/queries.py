@@ -25,7 +25,8 @@ def results(
     until_ms: int | None = None,
 ) -> list[dict[str, Any]]:
     """Result payloads, newest first, filtered; `before_seq` pages back."""
-    where, params = [], []
+    where: list[str] = []
+    params: list[str | int] = []
     for column, value in (("line", line), ("verdict", verdict), ("defect_class", defect_class)):
         if value is not None:
             where.append(f"{column} = ?")

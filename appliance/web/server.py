@@ -19,9 +19,7 @@ class WebServer:
 
     def __init__(self, app: FastAPI, config: WebConfig) -> None:
         self.config = config
-        kwargs = {}
-        if config.tls_cert is not None:
-            kwargs = {"ssl_certfile": str(config.tls_cert), "ssl_keyfile": str(config.tls_key)}
+        cert, key = config.tls_cert, config.tls_key  # both or neither (validated)
         self._server = uvicorn.Server(
             uvicorn.Config(
                 app,
@@ -32,7 +30,8 @@ class WebServer:
                 lifespan="off",
                 timeout_graceful_shutdown=3,
                 server_header=False,  # do not advertise the server software
-                **kwargs,
+                ssl_certfile=str(cert) if cert is not None else None,
+                ssl_keyfile=str(key) if key is not None else None,
             )
         )
         self._thread: threading.Thread | None = None

@@ -15,11 +15,13 @@ from appliance.results import now_ms
 from appliance.web.alarms import banner
 
 if TYPE_CHECKING:
+    from appliance.auth import Role
     from appliance.web.deps import Caller, Console
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
-NAV = [
+# (page, path, label, role needed to see it)
+NAV: list[tuple[str, str, str, Role]] = [
     ("live", "/", "Live", "viewer"),
     ("results", "/results", "Results", "viewer"),
     ("review", "/review", "Review", "viewer"),

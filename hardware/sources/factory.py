@@ -12,8 +12,9 @@ if TYPE_CHECKING:
 
 def make_source(config: SourceConfig) -> FrameSource:
     """The source a camera's config describes."""
-    kind = config.kind
-    if kind == "simulator":
+    # `kind` is the union's discriminator: testing `config.kind` (not a copy of it) narrows the
+    # config's type, without a run-time import of appliance.config into hardware.
+    if config.kind == "simulator":
         from hardware.sources.simulator import LineSimulator
 
         return LineSimulator(
@@ -24,7 +25,7 @@ def make_source(config: SourceConfig) -> FrameSource:
             height=config.height,
             seed=config.seed,
         )
-    if kind == "folder":
+    if config.kind == "folder":
         from hardware.sources.folder import FolderSource
 
         return FolderSource(
@@ -32,9 +33,9 @@ def make_source(config: SourceConfig) -> FrameSource:
         )
     from hardware.sources.opencv import OpenCVSource
 
-    if kind == "file":
+    if config.kind == "file":
         return OpenCVSource(str(config.path), live=False, fps=config.fps, loop=config.loop)
-    if kind == "stream":
+    if config.kind == "stream":
         try:
             url = config.resolved_url()
         except OSError as exc:
@@ -45,6 +46,6 @@ def make_source(config: SourceConfig) -> FrameSource:
             open_timeout_ms=config.open_timeout_ms,
             read_timeout_ms=config.read_timeout_ms,
         )
-    if kind == "v4l2":
+    if config.kind == "v4l2":
         return OpenCVSource(config.device, live=True)
-    raise ValueError(f"unknown source kind {kind!r}")
+    raise ValueError(f"unknown source kind {config.kind!r}")

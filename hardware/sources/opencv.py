@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hardware.sources.base import CorruptFrame, EndOfStream, FrameSource, SourceError
+
+if TYPE_CHECKING:
+    import cv2
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ class OpenCVSource(FrameSource):
         self.loop = loop
         self.open_timeout_ms = open_timeout_ms
         self.read_timeout_ms = read_timeout_ms
-        self._cap: Any = None
+        self._cap: cv2.VideoCapture | None = None
 
     def describe(self) -> str:
         """File path, redacted URL or device index."""
@@ -82,6 +85,8 @@ class OpenCVSource(FrameSource):
 
     def retrieve(self) -> np.ndarray:
         """Decode the grabbed frame."""
+        if self._cap is None:
+            raise SourceError(f"{self.describe()} is not open")
         ok, image = self._cap.retrieve()
         if not ok or image is None or image.size == 0:
             raise CorruptFrame(f"{self.describe()}: frame could not be decoded")

@@ -83,24 +83,25 @@ class LineSimulator(FrameSource):
         if kind != "good":
             _DRAW[kind](image, rng)
         image += rng.normal(0, 2.0, image.shape).astype(np.float32)
-        return np.clip(image, 0, 255).astype(np.uint8)
+        return image.clip(0, 255).astype(np.uint8)
 
     def _texture(self) -> np.ndarray:
         """Grey ceramic: vertical grinding streaks and a bright specular band."""
         h, w = self.height, self.width
         rng = self._rng
-        streaks = rng.normal(0, 1, (1, w * 2)).astype(np.float32)
+        streaks: np.ndarray = rng.normal(0, 1, (1, w * 2)).astype(np.float32)
         streaks = cv2.GaussianBlur(streaks, (0, 0), sigmaX=1.2)
         column = np.repeat(streaks[:, :w], h, axis=0) * 7.0
-        grain = rng.normal(0, 1, (h, w)).astype(np.float32)
+        grain: np.ndarray = rng.normal(0, 1, (h, w)).astype(np.float32)
         grain = cv2.GaussianBlur(grain, (0, 0), sigmaX=0.6, sigmaY=12) * 10.0
         x = np.linspace(0, 1, w, dtype=np.float32)
         centre = rng.uniform(0.2, 0.8)
-        band = 45.0 * np.exp(-((x - centre) ** 2) / (2 * rng.uniform(0.04, 0.15) ** 2))
+        band: np.ndarray = 45.0 * np.exp(-((x - centre) ** 2) / (2 * rng.uniform(0.04, 0.15) ** 2))
         y = np.linspace(0, 1, h, dtype=np.float32)[:, None]
         shade = 10.0 * np.sin(math.pi * y) + rng.uniform(-8, 8) * (y - 0.5)
         level = rng.uniform(65, 95)
-        return level + column + grain + band[None, :] + shade
+        texture: np.ndarray = level + column + grain + band[None, :] + shade  # numpy types [None, :] as Any
+        return texture
 
 
 def _soft_blob(
@@ -111,7 +112,7 @@ def _soft_blob(
     delta: float,
     blur: float,
 ) -> None:
-    mask = np.zeros(image.shape, np.float32)
+    mask: np.ndarray = np.zeros(image.shape, np.float32)
     cv2.ellipse(
         mask,
         (int(centre[0]), int(centre[1])),
@@ -151,7 +152,7 @@ def _blowhole(image: np.ndarray, rng: np.random.Generator) -> None:
 
 def _crack(image: np.ndarray, rng: np.random.Generator) -> None:
     h, w = image.shape
-    mask = np.zeros(image.shape, np.float32)
+    mask: np.ndarray = np.zeros(image.shape, np.float32)
     x, y = rng.uniform(0.2, 0.8) * w, rng.uniform(0.1, 0.5) * h
     heading = rng.uniform(0, 2 * math.pi)
     points = [(x, y)]
@@ -182,7 +183,7 @@ def _break(image: np.ndarray, rng: np.random.Generator) -> None:
         ],
         np.int32,
     )
-    mask = np.zeros(image.shape, np.float32)
+    mask: np.ndarray = np.zeros(image.shape, np.float32)
     cv2.fillPoly(mask, [poly], 1.0, cv2.LINE_AA)
     mask = cv2.GaussianBlur(mask, (0, 0), 1.0)
     image[:] = image * (1 - mask) + rng.uniform(10, 30) * mask

@@ -1,7 +1,8 @@
-"""The committed sparkplug_b_pb2.py is what protoc makes of the committed official proto."""
+"""The committed sparkplug_b_pb2.py (and .pyi) is what protoc makes of the committed official proto."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ def test_generated_module_matches_the_proto(tmp_path):
             "grpc_tools.protoc",
             f"-I{HERE}",
             f"--python_out={tmp_path}",
+            f"--pyi_out={tmp_path}",
             "sparkplug_b.proto",
         ],
         check=True,
@@ -39,4 +41,15 @@ def test_generated_module_matches_the_proto(tmp_path):
     committed = descriptor((HERE / "sparkplug_b_pb2.py").read_text())
     assert fresh == committed, (
         "sparkplug_b_pb2.py is stale: regenerate it (see appliance/mqtt/sparkplug/__init__.py)"
+    )
+
+    # The stub declares the same messages, enums and fields (type spellings may vary by protoc).
+    def declared(text: str) -> list[str]:
+        return re.findall(r"^[ \t]*(?:class \w+|\w+(?=:))", text, flags=re.MULTILINE)
+
+    fresh_stub = declared((tmp_path / "sparkplug_b_pb2.pyi").read_text())
+    committed_stub = declared((HERE / "sparkplug_b_pb2.pyi").read_text())
+    assert fresh_stub, "protoc wrote an empty stub"
+    assert fresh_stub == committed_stub, (
+        "sparkplug_b_pb2.pyi is stale: regenerate it (see appliance/mqtt/sparkplug/__init__.py)"
     )

@@ -34,3 +34,11 @@ def test_latency_chart() -> None:
     assert "tier 1, ≤1 ms: 5 (50%)" in tips and "tier 2, >5 ms: 1 (10%)" in tips
     assert any(t.text == "tier 1 m<1>" for t in root.iter(f"{SVG}text"))
     assert "no verdicts yet" in latency_chart([], title="x")
+
+
+def test_latency_chart_names_the_tier_each_histogram_belongs_to() -> None:
+    hist = {"le_ms": [1, 2, 5], "counts": [5, 3, 1, 1], "sum_ms": 20.0}
+    tiers = [{"tier": 1, "model": "m1"}, {"tier": 2, "model": "m2", "latency_hist": hist}]
+    root = ET.fromstring(latency_chart(tiers, title="latency"))
+    legend = [t.text for t in root.iter(f"{SVG}text") if (t.text or "").startswith("tier ")]
+    assert legend == ["tier 2 m2"]

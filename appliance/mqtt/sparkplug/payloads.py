@@ -19,7 +19,7 @@ DOUBLE = pb.Double
 BOOLEAN = pb.Boolean
 STRING = pb.String
 
-_FIELD = {
+_FIELD: dict[int, str] = {  # keyed by DataType, an int
     pb.Int8: "int_value",
     pb.Int16: "int_value",
     pb.Int32: "int_value",

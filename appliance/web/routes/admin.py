@@ -81,9 +81,9 @@ def _change(
     def op(conn: sqlite3.Connection) -> dict[str, Any]:
         if create is not None:
             assert patch.role is not None
-            user = add_user(conn, name, patch.role, create)
-            audit.record(conn, caller.actor, action, "ok", target=user.name, details={"role": user.role})
-            return user.to_json()
+            added = add_user(conn, name, patch.role, create)
+            audit.record(conn, caller.actor, action, "ok", target=added.name, details={"role": added.role})
+            return added.to_json()
         user = get_user(conn, name)
         if user is None:
             raise LookupError(f"no user {name!r}")
@@ -108,7 +108,7 @@ def _change(
         return updated.to_json()
 
     try:
-        return ctx.write(op)  # type: ignore[no-any-return]
+        return ctx.write(op)
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from exc
     except AccountError as exc:

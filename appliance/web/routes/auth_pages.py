@@ -129,10 +129,10 @@ def login(
         audit.record(conn, actor, "login", "ok", target=user.name, details={"role": user.role})
 
     ctx.write(op)
-    response = RedirectResponse(target, status_code=303)
-    response.set_cookie(value=token, max_age=ctx.sessions.max_ms // 1000, **ctx.sessions.cookie_args())
-    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
-    return response
+    redirect = RedirectResponse(target, status_code=303)
+    redirect.set_cookie(value=token, max_age=ctx.sessions.max_ms // 1000, **ctx.sessions.cookie_args())
+    redirect.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return redirect
 
 
 @router.post("/logout", include_in_schema=False)

@@ -150,7 +150,7 @@ def _label(
 ) -> dict[str, Any]:
     cls = (defect_class or "defect") if verdict == "fail" else None
     try:
-        return ctx.write(queries.label_op(part_id, verdict, cls, caller.actor))  # type: ignore[no-any-return]
+        return ctx.write(queries.label_op(part_id, verdict, cls, caller.actor))
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from exc
 
