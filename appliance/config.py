@@ -39,6 +39,9 @@ class ConfigError(Exception):
     """The configuration is invalid; the message names the key and the reason."""
 
 
+DropPolicy = Literal["latest", "queue", "block"]
+
+
 class Section(BaseModel):
     """Base for every config section: closed (unknown keys are errors)."""
 
@@ -136,7 +139,7 @@ class CameraConfig(Section):
 
     id: str = Field(pattern=ID_PATTERN, description="Camera id, unique on the node.")
     source: SourceConfig = Field(description="Where frames come from.")
-    drop_policy: Literal["latest", "queue", "block"] = Field(
+    drop_policy: DropPolicy = Field(
         "latest",
         description=(
             "latest: one frame waits for inference, newer frames are skipped before decoding "
@@ -269,9 +272,7 @@ class SparkplugConfig(Section):
     """Sparkplug B 3.0 edge node (a second MQTT session whose Will is the NDEATH)."""
 
     enabled: bool = Field(False, description="Publish as a Sparkplug B edge node.")
-    group_id: str = Field(
-        "vision", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Sparkplug group id."
-    )
+    group_id: str = Field("vision", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Sparkplug group id.")
     edge_node_id: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Edge node id (default: node_id)."
     )
@@ -287,9 +288,7 @@ class HomeAssistantConfig(Section):
     """Home Assistant MQTT discovery (read-only sensors per line)."""
 
     enabled: bool = Field(False, description="Publish Home Assistant discovery configs.")
-    prefix: str = Field(
-        "homeassistant", pattern=r"^[A-Za-z0-9_/-]{1,64}$", description="Discovery prefix."
-    )
+    prefix: str = Field("homeassistant", pattern=r"^[A-Za-z0-9_/-]{1,64}$", description="Discovery prefix.")
 
 
 class MqttConfig(Section):

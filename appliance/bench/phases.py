@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from appliance.bench.sampling import CpuClock, percentile, rss_mb
-from appliance.config import CameraConfig, LineConfig, Settings, SourceConfig
+from appliance.config import CameraConfig, DropPolicy, LineConfig, Settings, SourceConfig
 from appliance.inference.package import load_package
 from appliance.inference.runtime import ModelRunner, SessionSettings
 from appliance.results import now_ms
@@ -176,7 +176,13 @@ class Delivery:
 
 
 def bench_settings(
-    ctx: BenchContext, phase: str, *, streams: int, fps: float, policy: str, delivery: Delivery | None = None
+    ctx: BenchContext,
+    phase: str,
+    *,
+    streams: int,
+    fps: float,
+    policy: DropPolicy,
+    delivery: Delivery | None = None,
 ) -> Settings:
     """A one-line service configuration for a pipeline phase, state in its own folder."""
     delivery = delivery or Delivery()
@@ -216,7 +222,7 @@ def pipeline_phase(
     *,
     streams: int,
     fps: float,
-    policy: str,
+    policy: DropPolicy,
     seconds: float,
     warmup: float = 1.0,
     delivery: Delivery | None = None,

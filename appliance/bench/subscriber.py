@@ -20,13 +20,14 @@ from typing import Any
 def main(argv: list[str]) -> int:
     """Subscribe and log until terminated."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     host, port, topic, outfile = argv[0], int(argv[1]), argv[2], Path(argv[3])
     out = outfile.open("w", buffering=1)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{time.time_ns()}", protocol=mqtt.MQTTv5
+        CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{time.time_ns()}", protocol=mqtt.MQTTv5
     )
 
     def on_connect(c: Any, _u: Any, _f: Any, _reason: Any, _p: Any) -> None:
