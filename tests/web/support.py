@@ -49,6 +49,14 @@ login_max_failures = 4
 [mqtt]
 enabled = false
 
+# The review queue holds only the cases the tests put there (no automatic selection racing them).
+[sync.hard_cases.uncertain]
+enabled = false
+[sync.hard_cases.sample]
+enabled = false
+[sync.hard_cases.classes]
+enabled = false
+
 [[lines]]
 id = "line1"
 deadline_ms = 500
