@@ -13,13 +13,15 @@ import contextlib
 import datetime
 import getpass
 import ipaddress
-import shutil
 import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from appliance.bench.broker import mosquitto_path as mosquitto_binary
+from hardware.fakes.ports import free_port
 
 MOSQUITTO_MISSING = "mosquitto not found: install Debian package mosquitto (and mosquitto-clients)"
 
@@ -45,20 +47,6 @@ user restricted
 topic readwrite vision/#
 topic deny vision/+/line/+/result
 """
-
-
-def mosquitto_binary() -> str | None:
-    """Path of the broker binary, or None."""
-    return shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
-    )
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

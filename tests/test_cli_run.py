@@ -16,13 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hardware.fakes.ports import free_port
 from tests.conftest import REPO, SPAWNED
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_config(

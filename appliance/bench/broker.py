@@ -8,19 +8,14 @@ import subprocess
 import time
 from pathlib import Path
 
+from hardware.fakes.ports import free_port
+
 
 def mosquitto_path() -> str | None:
     """The broker binary, or None when Debian's mosquitto is not installed."""
     return shutil.which("mosquitto") or next(
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
     )
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PrivateBroker:

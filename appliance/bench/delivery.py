@@ -128,7 +128,7 @@ class LateTarget:
             self.kind = "s3"
         except ImportError:
             self.kind = "file"
-        from appliance.bench.broker import free_port
+        from hardware.fakes.ports import free_port
 
         self.port = free_port()
         self.folder = workdir / "export"

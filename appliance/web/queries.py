@@ -2,58 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable
 from typing import Any
 
 from appliance import audit
 from appliance.results import now_ms
+from appliance.store.reader import payload as payload  # re-exported: the API builds on the store's
+from appliance.store.reader import results as results
 
 _OUTBOX_COUNT_CAP = 100_000  # counting more would cost a scrape too much; reported as ">="
-
-
-def results(
-    conn: sqlite3.Connection,
-    *,
-    limit: int = 50,
-    before_seq: int | None = None,
-    line: str | None = None,
-    verdict: str | None = None,
-    defect_class: str | None = None,
-    since_ms: int | None = None,
-    until_ms: int | None = None,
-) -> list[dict[str, Any]]:
-    """Result payloads, newest first, filtered; `before_seq` pages back."""
-    where: list[str] = []
-    params: list[str | int] = []
-    for column, value in (("line", line), ("verdict", verdict), ("defect_class", defect_class)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    if before_seq is not None:
-        where.append("seq < ?")
-        params.append(before_seq)
-    if since_ms is not None:
-        where.append("ts_capture_ms >= ?")
-        params.append(since_ms)
-    if until_ms is not None:
-        where.append("ts_capture_ms < ?")
-        params.append(until_ms)
-    sql = "SELECT payload, published_ms FROM results"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY seq DESC LIMIT ?"
-    params.append(limit)
-    return [payload(row) for row in conn.execute(sql, params)]
-
-
-def payload(row: sqlite3.Row) -> dict[str, Any]:
-    """The stored result payload with the publish time filled in once known."""
-    data: dict[str, Any] = json.loads(row["payload"])
-    if data.get("ts_publish_ms") is None and row["published_ms"] is not None:
-        data["ts_publish_ms"] = row["published_ms"]
-    return data
 
 
 def latest(conn: sqlite3.Connection, part_id: str) -> dict[str, Any] | None:
