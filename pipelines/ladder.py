@@ -1,0 +1,162 @@
+"""The local two-tier ladder: its single score, its figures, and the choice of tier 1's band.
+
+Ladder rule (as on the appliance): every frame goes to tier 1; when tier 1's score s1 is in its
+manifest `uncertain_band` [lo, hi) the frame goes to tier 2, whose answer replaces tier 1's.
+
+Ladder score (for AUROC). The ladder makes three kinds of decision, and its single score must
+order images the way those decisions do, without inventing information:
+
+- tier 1 says "good" (not escalated, s1 < thr1):   L = (s1 / thr1) / 3          in [0, 1/3)
+- escalated, tier 2 decides:                       L = 1/3 + s2 / 3 * (1 - eps)  in [1/3, 2/3)
+- tier 1 says "defect" (not escalated, s1 >= thr1): L = 2/3 + (s1 - thr1) / (1 - thr1) / 3
+                                                                                 in [2/3, 1]
+
+Within each zone the order is the deciding tier's own order; across zones, every frame that
+tier 1 confidently passed ranks below every escalated frame, which ranks below every frame tier 1
+confidently failed. This is exactly the ordering the ladder commits to (its decisions are
+monotone in L: the ladder fails a frame iff L >= 1/3 + thr2/3), so the AUROC of L is an honest
+ranking measure of the ladder, not of either tier alone. It requires lo <= thr1 <= hi, which the
+band chooser guarantees.
+
+Band choice (`python -m pipelines.ladder`): on the validation split only, among bands whose edges
+are midpoints between tier 1's sorted validation scores (plus thr1 itself), take the one that
+escalates the fewest validation frames while the ladder's validation AUROC stays >= `ratio` x
+tier 2's validation AUROC; it is written into tier 1's manifest with how it was chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from appliance.inference.package import MANIFEST_FILE, load_package, write_manifest
+from pipelines.metrics import auroc
+
+EPS = 1e-6
+
+
+def ladder_scores(s1: np.ndarray, s2: np.ndarray, thr1: float, band: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """(ladder score L per image, escalated mask) for tier scores s1, s2 (see module doc)."""
+    s1 = np.asarray(s1, np.float64)
+    s2 = np.asarray(s2, np.float64)
+    lo, hi = band
+    escalated = (s1 >= lo) & (s1 < hi)
+    low = s1 / max(thr1, EPS) / 3.0
+    high = 2.0 / 3.0 + (s1 - thr1) / max(1.0 - thr1, EPS) / 3.0
+    mid = 1.0 / 3.0 + s2 * (1.0 - EPS) / 3.0
+    score = np.where(escalated, mid, np.where(s1 < thr1, np.minimum(low, 1 / 3 - EPS), high))
+    return np.clip(score, 0.0, 1.0), escalated
+
+
+def ladder_figures(
+    y: np.ndarray, s1: np.ndarray, s2: np.ndarray, ms1: np.ndarray, ms2: np.ndarray,
+    thr1: float, band: tuple[float, float], thr2: float,
+) -> dict:
+    """Ladder AUROC / accuracy / escalated fraction / measured mean compute vs tier 2 alone."""
+    y = np.asarray(y, bool)
+    score, escalated = ladder_scores(s1, s2, thr1, band)
+    pred = np.where(escalated, s2 >= thr2, s1 >= thr1)
+    compute = ms1 + np.where(escalated, ms2, 0.0)
+    ladder_auc = auroc(y, score)
+    t2_auc = auroc(y, s2)
+    ladder = {
+        "image_auroc": round(ladder_auc, 4),
+        "accuracy": round(float((pred == y).mean()), 4),
+        "escalated_fraction": round(float(escalated.mean()), 4),
+        "mean_compute_ms": round(float(compute.mean()), 4),
+    }
+    alone = {
+        "image_auroc": round(t2_auc, 4),
+        "accuracy": round(float(((s2 >= thr2) == y).mean()), 4),
+        "escalated_fraction": 1.0,
+        "mean_compute_ms": round(float(np.mean(ms2)), 4),
+    }
+    return {
+        **ladder,
+        "band": list(band),
+        "last_tier_alone": alone,
+        "first_tier_alone": {
+            "image_auroc": round(auroc(y, s1), 4),
+            "accuracy": round(float(((s1 >= thr1) == y).mean()), 4),
+            "mean_compute_ms": round(float(np.mean(ms1)), 4),
+        },
+        "auroc_ratio": round(ladder_auc / t2_auc, 4) if t2_auc else None,
+        "compute_ratio": round(float(compute.mean() / np.mean(ms2)), 4),
+    }
+
+
+def choose_band(
+    y: np.ndarray, s1: np.ndarray, s2: np.ndarray, thr1: float, ratio: float
+) -> tuple[tuple[float, float], dict]:
+    """Narrowest-by-escalation band [lo, hi) containing thr1 that keeps AUROC >= ratio x tier 2."""
+    y = np.asarray(y, bool)
+    s1 = np.asarray(s1, np.float64)
+    target = ratio * auroc(y, s2)
+    cuts = np.unique(s1)
+    mids = (cuts[:-1] + cuts[1:]) / 2.0
+    los = np.unique(np.concatenate([[0.0, thr1], mids[mids <= thr1]]))
+    his = np.unique(np.concatenate([[thr1, 1.0], mids[mids >= thr1]]))
+    best: tuple[float, float, float, float] | None = None  # (escalated, -auroc, lo, hi)
+    for lo in los:
+        for hi in his:
+            score, esc = ladder_scores(s1, s2, thr1, (lo, hi))
+            a = auroc(y, score)
+            if a + 1e-12 < target:
+                continue
+            key = (float(esc.mean()), -a, float(lo), float(hi))
+            if best is None or key < best:
+                best = key
+    if best is None:  # cannot happen: [0, 1] escalates everything and equals tier 2
+        best = (1.0, -auroc(y, s2), 0.0, 1.0)
+    esc, neg_auc, lo, hi = best
+    info = {
+        "method": "fewest escalated val frames s.t. val ladder AUROC >= ratio x val tier-2 AUROC",
+        "split": "val",
+        "ratio": ratio,
+        "val_tier2_auroc": round(auroc(y, s2), 4),
+        "val_ladder_auroc": round(-neg_auc, 4),
+        "val_escalated_fraction": round(esc, 4),
+        "n_val": len(y),
+    }
+    return (round(lo, 6), round(hi, 6)), info
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Choose tier 1's uncertain band on the val split and write it into tier 1's manifest."""
+    from pipelines.evaluate import make_runner, run_package, split_indices
+    from pipelines.datasets import load_dataset
+
+    parser = argparse.ArgumentParser(description="Calibrate the ladder band on the val split.")
+    parser.add_argument("--ladder", required=True, help="tier1,tier2 package folders")
+    parser.add_argument("--data", required=True, help="the dataset folder both tiers trained on")
+    parser.add_argument("--ratio", type=float, default=0.995,
+                        help="keep val ladder AUROC >= RATIO x tier-2 val AUROC (target 0.99, "
+                             "0.995 leaves a margin for val/test noise)")
+    args = parser.parse_args(argv)
+    tier1, tier2 = args.ladder.split(",")
+    r1, r2 = make_runner(tier1), make_runner(tier2)
+    dataset = load_dataset(args.data)
+    val = split_indices(r1.package, dataset, "val")
+    if split_indices(r2.package, dataset, "val") != val:
+        raise SystemExit("tiers were trained on different splits")
+    s1 = run_package(r1, dataset, val, "tier1").scores
+    s2 = run_package(r2, dataset, val, "tier2").scores
+    y = np.array([not dataset.samples[i].is_good for i in val])
+    band, info = choose_band(y, s1, s2, r1.manifest.threshold, args.ratio)
+    info["tier2"] = f"{r2.manifest.name} {r2.manifest.version}"
+    folder = Path(tier1)
+    raw = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+    raw["uncertain_band"] = list(band)
+    raw["ladder"] = info
+    write_manifest(folder, raw)
+    load_package(folder)
+    print(json.dumps({"band": band, **info}), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
