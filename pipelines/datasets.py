@@ -253,6 +253,18 @@ def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
     return (mask >= 128).astype(np.uint8)
 
 
+def validate_files(dataset: Dataset, indices: Sequence[int]) -> None:
+    """Decode every indexed image (and its mask) so a corrupt file fails early, by name.
+
+    Training calls this for the test split too: only integrity is checked, nothing is learnt.
+    """
+    for i in indices:
+        sample = dataset.samples[i]
+        image = read_image(sample.path)
+        if sample.mask_path is not None:
+            read_mask(sample.mask_path, image.shape[:2])
+
+
 def load_arrays(
     dataset: Dataset, indices: Sequence[int], width: int, height: int, with_masks: bool = False,
     progress: bool = False,

@@ -46,13 +46,16 @@ from pipelines.architectures import (
 from pipelines.datasets import (
     DEFAULT_FRACTIONS,
     Dataset,
+    DatasetError,
     datasets_root,
     load_arrays,
     load_dataset,
     split_dataset,
+    validate_files,
 )
 from pipelines.export import export_onnx, onnx_matches_torch
-from pipelines.metrics import auroc, choose_threshold, detection_map
+from pipelines.metrics import auroc, detection_map
+from pipelines.packaging import finalize_manifest
 
 
 def log(msg: str) -> None:
@@ -286,6 +289,7 @@ def train(cfg: dict[str, Any]) -> Path:
     split = split_dataset(dataset, cfg["split_seed"], fractions)
     log(f"{dataset.layout}: {len(dataset.samples)} images, split train/val/test = "
         f"{len(split['train'])}/{len(split['val'])}/{len(split['test'])} (seed {cfg['split_seed']})")
+    validate_files(dataset, split["test"])
     with_masks = arch in ("tiny", "segdec")
     xtr, mtr = load_arrays(dataset, split["train"], width, height, with_masks, progress=True)
     xva, _ = load_arrays(dataset, split["val"], width, height, False, progress=True)
@@ -508,53 +512,6 @@ def package(
     return out
 
 
-def finalize_manifest(out: Path, dataset: Dataset, val: list[int], kind: str) -> dict:
-    """Score val through the runtime; set threshold, val metrics and drift reference."""
-    from pipelines.evaluate import classification_metrics, detection_metrics, make_runner, run_package
-
-    runner = make_runner(out)
-    scored = run_package(runner, dataset, val, "val")
-    raw = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    scores = scored.scores
-    if kind == "detection":
-        metrics = detection_metrics(runner, dataset, scored)
-        # Every NEU image holds a defect; the image verdict uses the strongest box.
-        raw["threshold"] = float(raw.get("min_box_score", 0.05))
-    else:
-        y = np.array([not dataset.samples[i].is_good for i in val])
-        raw["threshold"] = round(choose_threshold(y, scores), 6)
-        runner = make_runner_with_threshold(out, raw)
-        metrics = classification_metrics(runner, dataset, scored)
-        metrics["threshold_rule"] = "max balanced accuracy on val (Youden J)"
-    metrics["split"] = "val"
-    raw["metrics"] = metrics
-    raw["score_reference"] = score_reference(scores)
-    write_manifest(out, raw)
-    return raw
-
-
-def make_runner_with_threshold(out: Path, raw: dict) -> Any:
-    """Rewrite the manifest with the chosen threshold and reload the runner."""
-    from pipelines.evaluate import make_runner
-
-    write_manifest(out, raw)
-    return make_runner(out)
-
-
-def score_reference(scores: np.ndarray) -> dict:
-    """Drift reference: quantiles and a 20-bin histogram of val scores."""
-    hist, edges = np.histogram(scores, bins=20, range=(0.0, 1.0))
-    q = [0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99]
-    return {
-        "split": "val",
-        "n": len(scores),
-        "mean": round(float(np.mean(scores)), 6),
-        "std": round(float(np.std(scores)), 6),
-        "quantiles": {str(k): round(float(v), 6) for k, v in zip(q, np.quantile(scores, q), strict=True)},
-        "histogram": {"edges": [round(float(e), 3) for e in edges], "counts": hist.tolist()},
-    }
-
-
 # --------------------------------------------------------------------------- CLI
 
 
@@ -604,7 +561,11 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     cfg = parse_args(argv)
     log(f"config: {json.dumps(cfg)}")
-    out = train(cfg)
+    try:
+        out = train(cfg)
+    except DatasetError as exc:
+        log(f"error: {exc}")
+        raise SystemExit(2) from exc
     log(f"done: {out}")
     return 0
 
