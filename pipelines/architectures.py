@@ -114,7 +114,8 @@ class SegDec(nn.Module):
         seg8 = F.max_pool2d(seg.detach(), 2)
         d = self.dec(torch.cat([u3, seg8], 1))
         pooled = torch.cat(
-            [d.mean((2, 3)), d.amax((2, 3)), seg.detach().mean((2, 3)), seg.detach().amax((2, 3))], 1
+            [d.mean((2, 3)), d.amax((2, 3)), seg.detach().mean((2, 3)), seg.detach().amax((2, 3))],
+            1,
         )
         return {"logit": self.fc(pooled).squeeze(1), "mask_logits": seg}
 
@@ -150,7 +151,7 @@ class FCOSLite(nn.Module):
         nn.init.constant_(self.cls_out.bias, -4.6)  # prior 0.01 (focal-loss init)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Training outputs, concatenated over levels: cls [N,K,C], reg [N,K,4] (log units), ctr [N,K]."""
+        """Training outputs over all levels: cls [N,K,C], reg [N,K,4] (log units), ctr [N,K]."""
         f = self.stem(self.norm(x))
         c3 = self.c3(f)
         c4 = self.c4(c3)
@@ -176,13 +177,17 @@ class FCOSLite(nn.Module):
         }
 
 
-def fcos_points(height: int, width: int, strides: tuple[int, ...] = FCOSLite.strides) -> torch.Tensor:
+def fcos_points(
+    height: int, width: int, strides: tuple[int, ...] = FCOSLite.strides
+) -> torch.Tensor:
     """Location centres [K,3] (x, y, stride) in input pixels, level by level, row-major."""
     pts = []
     for s in strides:
         h, w = -(-height // s), -(-width // s)
         ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-        p = torch.stack([xs.flatten() * s + s // 2, ys.flatten() * s + s // 2, torch.full((h * w,), s)], 1)
+        p = torch.stack(
+            [xs.flatten() * s + s // 2, ys.flatten() * s + s // 2, torch.full((h * w,), s)], 1
+        )
         pts.append(p.float())
     return torch.cat(pts, 0)
 
@@ -220,7 +225,9 @@ class ExportFCOS(nn.Module):
         super().__init__()
         self.net = net
         self.register_buffer("points", fcos_points(height, width))
-        self.register_buffer("size", torch.tensor([width, height, width, height], dtype=torch.float32))
+        self.register_buffer(
+            "size", torch.tensor([width, height, width, height], dtype=torch.float32)
+        )
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(boxes, scores)."""

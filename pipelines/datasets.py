@@ -116,7 +116,9 @@ def _load_tiles(root: Path) -> Dataset:
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     names = [p.name for p in folders]
     if GOOD_FOLDER not in names:
-        raise DatasetError(f"{root}: magnetic-tile layout needs a '{GOOD_FOLDER}' folder of good parts")
+        raise DatasetError(
+            f"{root}: magnetic-tile layout needs a '{GOOD_FOLDER}' folder of good parts"
+        )
     for folder in folders:
         label = GOOD_LABEL if folder.name == GOOD_FOLDER else folder.name
         images = _images_in(folder)
@@ -186,9 +188,7 @@ def _load_neu(root: Path) -> Dataset:
     return Dataset(root, "neu-det", "detection", NEU_CLASSES, tuple(samples))
 
 
-def split_dataset(
-    dataset: Dataset, seed: int, fractions: Sequence[float]
-) -> dict[str, list[int]]:
+def split_dataset(dataset: Dataset, seed: int, fractions: Sequence[float]) -> dict[str, list[int]]:
     """Deterministic stratified train/val/test indices (fractions sum to 1), plus 'all'.
 
     Per class (sorted by name), the sample indices (already sorted by path) are permuted by one
@@ -248,8 +248,9 @@ def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
     mask = read_image(path)
     mask = to_gray(mask)
     if mask.shape[:2] != shape:
-        raise DatasetError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]}, image is "
-                           f"{shape[1]}x{shape[0]}")
+        raise DatasetError(
+            f"{path}: mask is {mask.shape[1]}x{mask.shape[0]}, image is {shape[1]}x{shape[0]}"
+        )
     return (mask >= 128).astype(np.uint8)
 
 
@@ -266,7 +267,11 @@ def validate_files(dataset: Dataset, indices: Sequence[int]) -> None:
 
 
 def load_arrays(
-    dataset: Dataset, indices: Sequence[int], width: int, height: int, with_masks: bool = False,
+    dataset: Dataset,
+    indices: Sequence[int],
+    width: int,
+    height: int,
+    with_masks: bool = False,
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Prepared images [N,H,W] uint8 (and masks [N,H,W] in {0,1} at the same size)."""

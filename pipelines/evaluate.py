@@ -1,7 +1,8 @@
 """Evaluate a model package (or a two-tier ladder) on a dataset folder, as the appliance runs it.
 
     python -m pipelines.evaluate --model models/mt-tier2 --data DIR [--split test] --json
-    python -m pipelines.evaluate --ladder models/mt-tier1,models/mt-tier2 --data DIR --split test --json
+    python -m pipelines.evaluate --ladder models/mt-tier1,models/mt-tier2 --data DIR \
+        --split test --json
 
 Runtime dependencies only (onnxruntime, numpy, OpenCV): every image goes through
 `appliance.inference.runtime.ModelRunner` with one intra-op thread, i.e. exactly the code path
@@ -100,10 +101,12 @@ def detection_metrics(runner: ModelRunner, dataset: Dataset, scored: Scored) -> 
         # Compare in normalised coordinates: the runtime returns frame-pixel boxes.
         h, w = read_image(sample.path).shape[:2]
         gts.append((sample.boxes, sample.box_labels))
-        dets.append([
-            (d.cls, d.confidence, (d.bbox[0] / w, d.bbox[1] / h, d.bbox[2] / w, d.bbox[3] / h))
-            for d in result.defects
-        ])
+        dets.append(
+            [
+                (d.cls, d.confidence, (d.bbox[0] / w, d.bbox[1] / h, d.bbox[2] / w, d.bbox[3] / h))
+                for d in result.defects
+            ]
+        )
     report = detection_map(gts, dets, list(dataset.labels))
     report["n_images"] = len(scored.indices)
     report["min_box_score"] = runner.manifest.min_box_score
@@ -111,7 +114,9 @@ def detection_metrics(runner: ModelRunner, dataset: Dataset, scored: Scored) -> 
     return report
 
 
-def evaluate_model(model: str | Path, data: str | Path, split: str = "all", quiet: bool = False) -> dict:
+def evaluate_model(
+    model: str | Path, data: str | Path, split: str = "all", quiet: bool = False
+) -> dict:
     """Metrics of one package on `split` of the folder `data`."""
     runner = make_runner(model)
     dataset = load_dataset(data)
@@ -121,11 +126,18 @@ def evaluate_model(model: str | Path, data: str | Path, split: str = "all", quie
         report = detection_metrics(runner, dataset, scored)
     else:
         report = classification_metrics(runner, dataset, scored)
-    return {"model": runner.manifest.name, "version": runner.manifest.version,
-            "data": str(data), "split": split, **report}
+    return {
+        "model": runner.manifest.name,
+        "version": runner.manifest.version,
+        "data": str(data),
+        "split": split,
+        **report,
+    }
 
 
-def evaluate_ladder(models: list[str], data: str | Path, split: str = "all", quiet: bool = False) -> dict:
+def evaluate_ladder(
+    models: list[str], data: str | Path, split: str = "all", quiet: bool = False
+) -> dict:
     """Two-tier ladder figures and the last tier alone, with AUROC and compute ratios."""
     from pipelines.ladder import ladder_figures
 
@@ -140,22 +152,39 @@ def evaluate_ladder(models: list[str], data: str | Path, split: str = "all", qui
     t2 = run_package(r2, dataset, indices, "tier2", quiet)
     y = np.array([not dataset.samples[i].is_good for i in indices])
     figures = ladder_figures(
-        y, t1.scores, t2.scores, t1.compute_ms, t2.compute_ms,
-        r1.manifest.threshold, tuple(r1.manifest.uncertain_band), r2.manifest.threshold,
+        y,
+        t1.scores,
+        t2.scores,
+        t1.compute_ms,
+        t2.compute_ms,
+        r1.manifest.threshold,
+        tuple(r1.manifest.uncertain_band),
+        r2.manifest.threshold,
     )
-    return {"ladder": [r1.manifest.name, r2.manifest.name], "data": str(data), "split": split,
-            "n_images": len(indices), **figures}
+    return {
+        "ladder": [r1.manifest.name, r2.manifest.name],
+        "data": str(data),
+        "split": split,
+        "n_images": len(indices),
+        **figures,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="package folder, e.g. models/mt-tier2")
     which.add_argument("--ladder", help="comma-separated tier1,tier2 package folders")
     parser.add_argument("--data", required=True, help="dataset folder (either layout)")
-    parser.add_argument("--split", choices=SPLITS, default="all",
-                        help="split recorded in the manifest to evaluate on (default: all images)")
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="all",
+        help="split recorded in the manifest to evaluate on (default: all images)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args(argv)

@@ -12,7 +12,9 @@ from torch import nn
 OPSET = 17
 
 
-def export_onnx(wrapper: nn.Module, path: Path, height: int, width: int, output_names: list[str]) -> Path:
+def export_onnx(
+    wrapper: nn.Module, path: Path, height: int, width: int, output_names: list[str]
+) -> Path:
     """Export an (eval-mode) export wrapper to `path` with input `image` [N,1,H,W]."""
     wrapper = wrapper.eval()
     dummy = torch.full((1, 1, height, width), 128.0)

@@ -39,7 +39,9 @@ from pipelines.metrics import auroc
 EPS = 1e-6
 
 
-def ladder_scores(s1: np.ndarray, s2: np.ndarray, thr1: float, band: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+def ladder_scores(
+    s1: np.ndarray, s2: np.ndarray, thr1: float, band: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
     """(ladder score L per image, escalated mask) for tier scores s1, s2 (see module doc)."""
     s1 = np.asarray(s1, np.float64)
     s2 = np.asarray(s2, np.float64)
@@ -53,8 +55,14 @@ def ladder_scores(s1: np.ndarray, s2: np.ndarray, thr1: float, band: tuple[float
 
 
 def ladder_figures(
-    y: np.ndarray, s1: np.ndarray, s2: np.ndarray, ms1: np.ndarray, ms2: np.ndarray,
-    thr1: float, band: tuple[float, float], thr2: float,
+    y: np.ndarray,
+    s1: np.ndarray,
+    s2: np.ndarray,
+    ms1: np.ndarray,
+    ms2: np.ndarray,
+    thr1: float,
+    band: tuple[float, float],
+    thr2: float,
 ) -> dict:
     """Ladder AUROC / accuracy / escalated fraction / measured mean compute vs tier 2 alone."""
     y = np.asarray(y, bool)
@@ -127,15 +135,19 @@ def choose_band(
 
 def main(argv: list[str] | None = None) -> int:
     """Choose tier 1's uncertain band on the val split and write it into tier 1's manifest."""
-    from pipelines.evaluate import make_runner, run_package, split_indices
     from pipelines.datasets import load_dataset
+    from pipelines.evaluate import make_runner, run_package, split_indices
 
     parser = argparse.ArgumentParser(description="Calibrate the ladder band on the val split.")
     parser.add_argument("--ladder", required=True, help="tier1,tier2 package folders")
     parser.add_argument("--data", required=True, help="the dataset folder both tiers trained on")
-    parser.add_argument("--ratio", type=float, default=0.995,
-                        help="keep val ladder AUROC >= RATIO x tier-2 val AUROC (target 0.99, "
-                             "0.995 leaves a margin for val/test noise)")
+    parser.add_argument(
+        "--ratio",
+        type=float,
+        default=0.995,
+        help="keep val ladder AUROC >= RATIO x tier-2 val AUROC (target 0.99, "
+        "0.995 leaves a margin for val/test noise)",
+    )
     args = parser.parse_args(argv)
     tier1, tier2 = args.ladder.split(",")
     r1, r2 = make_runner(tier1), make_runner(tier2)

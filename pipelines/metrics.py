@@ -25,7 +25,9 @@ def auroc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarr
     return float(u / (n_pos * n_neg))
 
 
-def choose_threshold(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
+def choose_threshold(
+    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
+) -> float:
     """Threshold maximising balanced accuracy (Youden's J), midway between adjacent scores.
 
     Used on the validation split only. Balanced accuracy rather than plain accuracy because good
@@ -66,7 +68,8 @@ def classification_report(
         "image_auroc": round(auroc(y, s), 4),
         "accuracy": round(float((pred == y).mean()), 4),
         "balanced_accuracy": round(float((pred[y].mean() + (~pred[~y]).mean()) / 2.0), 4)
-        if y.any() and (~y).any() else None,
+        if y.any() and (~y).any()
+        else None,
         "threshold": threshold,
         "per_class_recall": per_class,
         "confusion": {"tp": tp, "fn": fn, "fp": fp, "tn": tn},
@@ -120,7 +123,11 @@ def detection_map(
         gt_c = []
         for boxes, labels in gts:
             mask = np.array([label == c for label in labels], dtype=bool)
-            bx = np.asarray(boxes, np.float64).reshape(-1, 4)[mask] if mask.size else np.zeros((0, 4))
+            bx = (
+                np.asarray(boxes, np.float64).reshape(-1, 4)[mask]
+                if mask.size
+                else np.zeros((0, 4))
+            )
             gt_c.append(bx)
             n_gt += len(bx)
         for i, image_dets in enumerate(dets):

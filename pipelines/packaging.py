@@ -20,7 +20,12 @@ from pipelines.metrics import choose_threshold
 
 def finalize_manifest(out: Path, dataset: Dataset, val: list[int], kind: str) -> dict:
     """Score val through the runtime; set threshold, val metrics and drift reference."""
-    from pipelines.evaluate import classification_metrics, detection_metrics, make_runner, run_package
+    from pipelines.evaluate import (
+        classification_metrics,
+        detection_metrics,
+        make_runner,
+        run_package,
+    )
 
     runner = make_runner(out)
     scored = run_package(runner, dataset, val, "val")
@@ -60,6 +65,8 @@ def score_reference(scores: np.ndarray) -> dict:
         "n": len(scores),
         "mean": round(float(np.mean(scores)), 6),
         "std": round(float(np.std(scores)), 6),
-        "quantiles": {str(k): round(float(v), 6) for k, v in zip(q, np.quantile(scores, q), strict=True)},
+        "quantiles": {
+            str(k): round(float(v), 6) for k, v in zip(q, np.quantile(scores, q), strict=True)
+        },
         "histogram": {"edges": [round(float(e), 3) for e in edges], "counts": hist.tolist()},
     }

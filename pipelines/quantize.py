@@ -75,8 +75,13 @@ def quality(runner: Any, dataset: Any, indices: list[int]) -> tuple[str, float, 
 
 
 def quantize_package(
-    model: Path, out: Path, data: Path, n_calibration: int = 100, max_drop: float = 0.01,
-    seed: int = 0, version: str | None = None,
+    model: Path,
+    out: Path,
+    data: Path,
+    n_calibration: int = 100,
+    max_drop: float = 0.01,
+    seed: int = 0,
+    version: str | None = None,
 ) -> dict:
     """Quantize `model` into `out` if the val-split drop is within `max_drop`; return the record."""
     from onnxruntime.quantization import (
@@ -100,9 +105,13 @@ def quantize_package(
         quant_pre_process(str(fp32.package.onnx_path), str(pre), skip_symbolic_shape=False)
         reader = BlobReader(fp32, [dataset.samples[i].path for i in calib])
         quantize_static(
-            str(pre), str(staged / "model.onnx"), reader,
-            quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            str(pre),
+            str(staged / "model.onnx"),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
         )
         raw = json.loads((fp32.package.path / MANIFEST_FILE).read_text(encoding="utf-8"))
@@ -113,16 +122,30 @@ def quantize_package(
         _, v_int8, r_int8 = quality(int8, dataset, val)
         drop = v_fp32 - v_int8
         record = {
-            "format": "QDQ", "per_channel": True, "activations": "int8", "weights": "int8",
-            "calibration": {"method": "MinMax", "n_images": len(calib), "split": "train",
-                            "seed": seed},
-            "metric": name, "split": "val", "fp32": v_fp32, "int8": v_int8,
-            "drop": round(drop, 4), "max_drop": max_drop,
+            "format": "QDQ",
+            "per_channel": True,
+            "activations": "int8",
+            "weights": "int8",
+            "calibration": {
+                "method": "MinMax",
+                "n_images": len(calib),
+                "split": "train",
+                "seed": seed,
+            },
+            "metric": name,
+            "split": "val",
+            "fp32": v_fp32,
+            "int8": v_int8,
+            "drop": round(drop, 4),
+            "max_drop": max_drop,
             "latency_ms_p50": {"fp32": r_fp32["latency_ms_p50"], "int8": r_int8["latency_ms_p50"]},
             "fp32_sha256": fp32.manifest.sha256,
         }
-        log(f"val {name}: fp32 {v_fp32:.4f} int8 {v_int8:.4f} drop {drop:+.4f} (bound {max_drop}); "
-            f"latency p50 fp32 {r_fp32['latency_ms_p50']:.3f} ms, int8 {r_int8['latency_ms_p50']:.3f} ms")
+        log(
+            f"val {name}: fp32 {v_fp32:.4f} int8 {v_int8:.4f} drop {drop:+.4f} (bound {max_drop}); "
+            f"latency p50 fp32 {r_fp32['latency_ms_p50']:.3f} ms, "
+            f"int8 {r_int8['latency_ms_p50']:.3f} ms"
+        )
         if drop > max_drop:
             log(f"REFUSED: INT8 loses {drop:.4f} {name} on val (> {max_drop}); {out} not written")
             record["refused"] = True
@@ -141,20 +164,34 @@ def quantize_package(
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True, help="FP32 package folder")
     parser.add_argument("--out", required=True, help="INT8 package folder to write")
-    parser.add_argument("--data", help="dataset folder (default: the one in the manifest's provenance)")
-    parser.add_argument("--calibration", type=int, default=100, help="calibration images (train split)")
-    parser.add_argument("--max-drop", type=float, default=0.01, help="max FP32-INT8 AUROC/mAP drop on val")
+    parser.add_argument(
+        "--data", help="dataset folder (default: the one in the manifest's provenance)"
+    )
+    parser.add_argument(
+        "--calibration", type=int, default=100, help="calibration images (train split)"
+    )
+    parser.add_argument(
+        "--max-drop", type=float, default=0.01, help="max FP32-INT8 AUROC/mAP drop on val"
+    )
     parser.add_argument("--version", help="manifest version of the INT8 package")
     args = parser.parse_args(argv)
     data = args.data
     if not data:
         prov = load_package(args.model).manifest.provenance
         data = str(datasets_root() / prov["dataset"])
-    record = quantize_package(Path(args.model), Path(args.out), Path(data), args.calibration,
-                              args.max_drop, version=args.version)
+    record = quantize_package(
+        Path(args.model),
+        Path(args.out),
+        Path(data),
+        args.calibration,
+        args.max_drop,
+        version=args.version,
+    )
     print(json.dumps(record))
     return 2 if record.get("refused") else 0
 

@@ -121,7 +121,9 @@ def flip_boxes(boxes: list[np.ndarray], flip_h: np.ndarray, flip_v: np.ndarray) 
 # --------------------------------------------------------------------------- losses
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+def focal_loss(
+    logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
     """Sigmoid focal loss, summed."""
     p = torch.sigmoid(logits)
     ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
@@ -150,8 +152,12 @@ def giou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def fcos_targets(
-    points: torch.Tensor, boxes: np.ndarray, labels: np.ndarray, n_classes: int,
-    ranges: tuple[float, ...] = (0.0, 64.0, 128.0, 1e8), radius: float = 1.5,
+    points: torch.Tensor,
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    ranges: tuple[float, ...] = (0.0, 64.0, 128.0, 1e8),
+    radius: float = 1.5,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """FCOS assignment for one image: (class target [K,C], box target [K,4] px, centerness [K]).
 
@@ -192,7 +198,8 @@ def fcos_targets(
     lr = d[:, [0, 2]]
     tb = d[:, [1, 3]]
     ctr_t[idx] = torch.sqrt(
-        (lr.min(1).values / lr.max(1).values).clamp(min=0) * (tb.min(1).values / tb.max(1).values).clamp(min=0)
+        (lr.min(1).values / lr.max(1).values).clamp(min=0)
+        * (tb.min(1).values / tb.max(1).values).clamp(min=0)
     )
     return cls_t, box_t, ctr_t
 
@@ -229,7 +236,9 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
     return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
-def batches(n: int, batch: int, rng: np.random.Generator, weights: np.ndarray | None) -> list[np.ndarray]:
+def batches(
+    n: int, batch: int, rng: np.random.Generator, weights: np.ndarray | None
+) -> list[np.ndarray]:
     """One epoch of index batches (weighted sampling with replacement when weights are given)."""
     if weights is None:
         order = rng.permutation(n)
@@ -255,8 +264,13 @@ def predict_scores(net: torch.nn.Module, arch: str, images: np.ndarray, bs: int 
 
 @torch.no_grad()
 def predict_map(
-    net: torch.nn.Module, images: np.ndarray, gts: list[tuple[np.ndarray, tuple[str, ...]]],
-    labels: tuple[str, ...], points: torch.Tensor, min_score: float = 0.05, bs: int = 32,
+    net: torch.nn.Module,
+    images: np.ndarray,
+    gts: list[tuple[np.ndarray, tuple[str, ...]]],
+    labels: tuple[str, ...],
+    points: torch.Tensor,
+    min_score: float = 0.05,
+    bs: int = 32,
 ) -> float:
     """Val mAP@0.5 with the torch model and the runtime's own per-class NMS."""
     net.eval()
@@ -287,8 +301,10 @@ def train(cfg: dict[str, Any]) -> Path:
         raise SystemExit(f"arch {arch} does not fit a {dataset.layout} folder")
     fractions = cfg.get("fractions") or DEFAULT_FRACTIONS[dataset.kind]
     split = split_dataset(dataset, cfg["split_seed"], fractions)
-    log(f"{dataset.layout}: {len(dataset.samples)} images, split train/val/test = "
-        f"{len(split['train'])}/{len(split['val'])}/{len(split['test'])} (seed {cfg['split_seed']})")
+    log(
+        f"{dataset.layout}: {len(dataset.samples)} images, split train/val/test = "
+        f"{len(split['train'])}/{len(split['val'])}/{len(split['test'])} (seed {cfg['split_seed']})"
+    )
     validate_files(dataset, split["test"])
     with_masks = arch in ("tiny", "segdec")
     xtr, mtr = load_arrays(dataset, split["train"], width, height, with_masks, progress=True)
@@ -315,17 +331,24 @@ def train(cfg: dict[str, Any]) -> Path:
         class_w = torch.tensor((counts.sum() / np.maximum(counts, 1)) ** 0.5, dtype=torch.float32)
         class_w = class_w / class_w.mean()
     val_gts = [(dataset.samples[i].boxes, dataset.samples[i].box_labels) for i in split["val"]]
-    tr_boxes = [dataset.samples[i].boxes * np.array([width, height, width, height], np.float32)
-                for i in split["train"]]
-    tr_blabels = [np.array([labels.index(c) for c in dataset.samples[i].box_labels])
-                  for i in split["train"]]
+    tr_boxes = [
+        dataset.samples[i].boxes * np.array([width, height, width, height], np.float32)
+        for i in split["train"]
+    ]
+    tr_blabels = [
+        np.array([labels.index(c) for c in dataset.samples[i].box_labels]) for i in split["train"]
+    ]
 
     epochs = int(cfg["epochs"])
     steps_per_epoch = max(1, len(xtr) // cfg["batch"])
     total = epochs * steps_per_epoch
     warmup = min(total // 10, 3 * steps_per_epoch)
     budget_s = float(cfg["budget_minutes"]) * 60.0
-    best: dict[str, Any] = {"metric": -1.0, "epoch": 0, "state": copy.deepcopy(ema.model.state_dict())}
+    best: dict[str, Any] = {
+        "metric": -1.0,
+        "epoch": 0,
+        "state": copy.deepcopy(ema.model.state_dict()),
+    }
     history = []
     step = 0
     epochs_run = 0
@@ -338,8 +361,15 @@ def train(cfg: dict[str, Any]) -> Path:
                 group["lr"] = lr_at(step, total, cfg["lr"], warmup)
             x = torch.from_numpy(xtr[idx]).float()[:, None]
             if arch == "fcos":
-                loss = fcos_step(net, x, [tr_boxes[i] for i in idx], [tr_blabels[i] for i in idx],
-                                 points, len(labels), gen)
+                loss = fcos_step(
+                    net,
+                    x,
+                    [tr_boxes[i] for i in idx],
+                    [tr_blabels[i] for i in idx],
+                    points,
+                    len(labels),
+                    gen,
+                )
             else:
                 m = torch.from_numpy(mtr[idx]).float()[:, None]
                 x, m = augment_images(x, m, gen)
@@ -349,7 +379,8 @@ def train(cfg: dict[str, Any]) -> Path:
                     loss = F.cross_entropy(out["logits"], y, weight=class_w)
                     target = F.adaptive_max_pool2d((m > 0.5).float(), out["mask_logits"].shape[-2:])
                     loss = loss + cfg["mask_weight"] * F.binary_cross_entropy_with_logits(
-                        out["mask_logits"], target, pos_weight=torch.tensor(4.0))
+                        out["mask_logits"], target, pos_weight=torch.tensor(4.0)
+                    )
                 else:
                     loss = segdec_loss(out, m, y, epoch / epochs)
             opt.zero_grad(set_to_none=True)
@@ -362,22 +393,36 @@ def train(cfg: dict[str, Any]) -> Path:
         epochs_run = epoch
         # Model selection on val with the EMA weights.
         if arch == "fcos":
-            metric = predict_map(ema.model, xva, val_gts, labels, points) if epoch >= epochs // 3 or epoch == epochs else 0.0
+            metric = (
+                predict_map(ema.model, xva, val_gts, labels, points)
+                if epoch >= epochs // 3 or epoch == epochs
+                else 0.0
+            )
             name = "val_map50"
         else:
             metric = auroc(yva != 0, predict_scores(ema.model, arch, xva))
             name = "val_auroc"
         # Ties go to the later epoch (lower learning rate, longer EMA) for classifiers.
-        improved = metric > best["metric"] + 1e-9 or (arch != "fcos" and metric >= best["metric"] - 1e-9)
+        improved = metric > best["metric"] + 1e-9 or (
+            arch != "fcos" and metric >= best["metric"] - 1e-9
+        )
         if improved:
-            best = {"metric": metric, "epoch": epoch, "state": copy.deepcopy(ema.model.state_dict())}
+            best = {
+                "metric": metric,
+                "epoch": epoch,
+                "state": copy.deepcopy(ema.model.state_dict()),
+            }
         elapsed = time.time() - start
         per_epoch = (elapsed) / epoch
         eta = per_epoch * (epochs - epoch)
-        history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 5), name: round(metric, 4)})
-        log(f"epoch {epoch}/{epochs} loss {np.mean(losses):.4f} {name} {metric:.4f} "
+        history.append(
+            {"epoch": epoch, "loss": round(float(np.mean(losses)), 5), name: round(metric, 4)}
+        )
+        log(
+            f"epoch {epoch}/{epochs} loss {np.mean(losses):.4f} {name} {metric:.4f} "
             f"(best {best['metric']:.4f} @ {best['epoch']}) {time.time() - t0:.1f}s/epoch "
-            f"elapsed {elapsed / 60:.1f} min ETA {eta / 60:.1f} min")
+            f"elapsed {elapsed / 60:.1f} min ETA {eta / 60:.1f} min"
+        )
         if elapsed + per_epoch > budget_s and epoch < epochs:
             log(f"wall-clock budget {cfg['budget_minutes']} min reached after epoch {epoch}")
             break
@@ -386,12 +431,19 @@ def train(cfg: dict[str, Any]) -> Path:
     model.load_state_dict(best["state"])
     model.eval()
     train_minutes = (time.time() - start) / 60.0
-    return package(cfg, dataset, split, model, xva, best, history, epochs_run, train_minutes, fractions)
+    return package(
+        cfg, dataset, split, model, xva, best, history, epochs_run, train_minutes, fractions
+    )
 
 
 def fcos_step(
-    net: torch.nn.Module, x: torch.Tensor, boxes: list[np.ndarray], blabels: list[np.ndarray],
-    points: torch.Tensor, n_classes: int, gen: torch.Generator,
+    net: torch.nn.Module,
+    x: torch.Tensor,
+    boxes: list[np.ndarray],
+    blabels: list[np.ndarray],
+    points: torch.Tensor,
+    n_classes: int,
+    gen: torch.Generator,
 ) -> torch.Tensor:
     """One detector loss: flips + photometric augmentation, FCOS targets, focal/GIoU/ctr losses."""
     n, _, h, w = x.shape
@@ -402,7 +454,9 @@ def fcos_step(
     norm = np.array([w, h, w, h], np.float32)
     boxes = [b * norm for b in flip_boxes([b / norm for b in boxes], fh, fv)]
     x = photometric(x, gen)
-    targets = [fcos_targets(points, b, lab, n_classes) for b, lab in zip(boxes, blabels, strict=True)]
+    targets = [
+        fcos_targets(points, b, lab, n_classes) for b, lab in zip(boxes, blabels, strict=True)
+    ]
     cls_t = torch.stack([t[0] for t in targets])
     box_t = torch.stack([t[1] for t in targets])
     ctr_t = torch.stack([t[2] for t in targets])
@@ -420,7 +474,9 @@ def fcos_step(
     return loss_cls + loss_box + loss_ctr
 
 
-def segdec_loss(out: dict[str, torch.Tensor], m: torch.Tensor, y: torch.Tensor, progress: float) -> torch.Tensor:
+def segdec_loss(
+    out: dict[str, torch.Tensor], m: torch.Tensor, y: torch.Tensor, progress: float
+) -> torch.Tensor:
     """Mask BCE + soft dice at stride 4 plus the decision head's BCE (weight ramps up)."""
     logits = out["mask_logits"]
     target = F.adaptive_max_pool2d((m > 0.5).float(), logits.shape[-2:])
@@ -443,17 +499,30 @@ def segdec_loss(out: dict[str, torch.Tensor], m: torch.Tensor, y: torch.Tensor, 
 def git_commit() -> str | None:
     """HEAD of the repository the code runs from (provenance), if available."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=5, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+            check=False,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
 
 
 def package(
-    cfg: dict[str, Any], dataset: Dataset, split: dict[str, list[int]], model: torch.nn.Module,
-    xva: np.ndarray, best: dict[str, Any], history: list[dict], epochs_run: int,
-    train_minutes: float, fractions: Any,
+    cfg: dict[str, Any],
+    dataset: Dataset,
+    split: dict[str, list[int]],
+    model: torch.nn.Module,
+    xva: np.ndarray,
+    best: dict[str, Any],
+    history: list[dict],
+    epochs_run: int,
+    train_minutes: float,
+    fractions: Any,
 ) -> Path:
     """Export the selected model, score val through the runtime, write the manifest."""
     arch = cfg["arch"]
@@ -470,7 +539,13 @@ def package(
         "version": cfg["version"],
         "kind": kind,
         "file": "model.onnx",
-        "input": {"name": "image", "width": width, "height": height, "channels": 1, "color": "gray"},
+        "input": {
+            "name": "image",
+            "width": width,
+            "height": height,
+            "channels": 1,
+            "color": "gray",
+        },
         "labels": labels,
         "good_label": "good",
         "threshold": 0.5,
@@ -479,11 +554,17 @@ def package(
             "arch": arch,
             "parameters": count_parameters(model),
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.items()},
-            "split": {"seed": cfg["split_seed"], "fractions": list(fractions),
-                      "method": "per-class seeded permutation (pipelines.datasets.split_dataset)",
-                      "counts": {k: len(v) for k, v in split.items() if k != "all"}},
-            "selection": {"metric": "val_map50" if arch == "fcos" else "val_auroc",
-                          "best_epoch": best["epoch"], "best_value": round(best["metric"], 4)},
+            "split": {
+                "seed": cfg["split_seed"],
+                "fractions": list(fractions),
+                "method": "per-class seeded permutation (pipelines.datasets.split_dataset)",
+                "counts": {k: len(v) for k, v in split.items() if k != "all"},
+            },
+            "selection": {
+                "metric": "val_map50" if arch == "fcos" else "val_auroc",
+                "best_epoch": best["epoch"],
+                "best_value": round(best["metric"], 4),
+            },
             "epochs_run": epochs_run,
             "history": history,
             "wall_minutes": round(train_minutes, 2),
@@ -500,7 +581,8 @@ def package(
             "torch": torch.__version__,
             "python": platform.python_version(),
             "box_frame": "VOC boxes are in the annotated <size> frame; scaled by actual/annotated"
-            if arch == "fcos" else None,
+            if arch == "fcos"
+            else None,
         },
     }
     if arch == "fcos":
@@ -519,7 +601,9 @@ def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line to a config dict (recipe values first, explicit flags override)."""
     from pipelines.recipes import RECIPES
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--recipe", choices=sorted(RECIPES), help="settings of a shipped package")
     p.add_argument("--data", help="dataset folder (default: $APPLIANCE_DATASETS/<recipe dataset>)")
     p.add_argument("--arch", choices=("tiny", "segdec", "fcos"))
@@ -537,16 +621,23 @@ def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--threads", type=int, help="torch threads (<= 2 on the shared box)")
     args = p.parse_args(argv)
     cfg: dict[str, Any] = {
-        "seed": 0, "split_seed": 20240, "threads": 2, "epochs": 30, "budget_minutes": 40.0,
-        "batch": 16, "lr": 2e-3, "weight_decay": 1e-4, "ema": 0.99, "mask_weight": 1.0,
-        "version": "1.0.0", "fractions": None,
+        "seed": 0,
+        "split_seed": 20240,
+        "threads": 2,
+        "epochs": 30,
+        "budget_minutes": 40.0,
+        "batch": 16,
+        "lr": 2e-3,
+        "weight_decay": 1e-4,
+        "ema": 0.99,
+        "mask_weight": 1.0,
+        "version": "1.0.0",
+        "fractions": None,
     }
     if args.recipe:
         cfg.update(RECIPES[args.recipe])
         cfg["name"] = cfg.get("name", args.recipe)
-    for key, value in vars(args).items():
-        if value is not None and key != "recipe":
-            cfg[key] = value
+    cfg.update({k: v for k, v in vars(args).items() if v is not None and k != "recipe"})
     if not cfg.get("data") and cfg.get("dataset"):
         cfg["data"] = str(datasets_root() / cfg["dataset"])
     missing = [k for k in ("data", "arch", "out", "name", "size") if not cfg.get(k)]

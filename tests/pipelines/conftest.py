@@ -37,7 +37,9 @@ OBJ = """<object><name>{cls}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xm
 <ymax>{y2}</ymax></bndbox></object>"""
 
 
-def make_neu(root: Path, per_class: int = 4, size: int = 96, annotated: int = 48, seed: int = 0) -> Path:
+def make_neu(
+    root: Path, per_class: int = 4, size: int = 96, annotated: int = 48, seed: int = 0
+) -> Path:
     """NEU-DET layout with images of `size` px but VOC boxes in an `annotated` px frame."""
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True)
@@ -48,13 +50,19 @@ def make_neu(root: Path, per_class: int = 4, size: int = 96, annotated: int = 48
             x1, y1 = int(rng.integers(2, annotated // 2)), int(rng.integers(2, annotated // 2))
             x2, y2 = x1 + annotated // 3, y1 + annotated // 3
             s = size / annotated
-            cv2.rectangle(image, (int(x1 * s), int(y1 * s)), (int(x2 * s), int(y2 * s)),
-                          (30 + 30 * k,) * 3, -1)
+            cv2.rectangle(
+                image,
+                (int(x1 * s), int(y1 * s)),
+                (int(x2 * s), int(y2 * s)),
+                (30 + 30 * k,) * 3,
+                -1,
+            )
             name = f"{c}_{i}"
             cv2.imwrite(str(root / "images" / f"{name}.jpg"), image)
             objects = OBJ.format(cls=c, x1=x1, y1=y1, x2=x2, y2=y2)
             (root / "annotations" / f"{name}.xml").write_text(
-                VOC.format(name=name, aw=annotated, ah=annotated, objects=objects))
+                VOC.format(name=name, aw=annotated, ah=annotated, objects=objects)
+            )
     return root
 
 

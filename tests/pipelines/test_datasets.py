@@ -80,9 +80,11 @@ def test_bad_xml_names_the_file(neu: Path):
 
 def test_unknown_class_in_xml_names_the_file(tmp_path: Path):
     xml = tmp_path / "a.xml"
-    xml.write_text("<annotation><size><width>10</width><height>10</height></size><object>"
-                   "<name>dent</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax>"
-                   "</bndbox></object></annotation>")
+    xml.write_text(
+        "<annotation><size><width>10</width><height>10</height></size><object>"
+        "<name>dent</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax>"
+        "</bndbox></object></annotation>"
+    )
     with pytest.raises(DatasetError, match=r"a\.xml: bad VOC annotation: unknown class 'dent'"):
         parse_voc(xml, (10, 10))
 

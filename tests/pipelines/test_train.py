@@ -17,9 +17,31 @@ from pipelines.export import export_onnx, onnx_matches_torch  # noqa: E402
 
 
 def _train(data: Path, out: Path, arch: str, size: int, epochs: int = 2) -> Path:
-    argv = ["--data", str(data), "--arch", arch, "--out", str(out), "--name", f"t-{arch}",
-            "--size", str(size), str(size), "--epochs", str(epochs), "--batch", "4",
-            "--threads", "1", "--split-seed", "3", "--fractions", "0.5", "0.25", "0.25"]
+    argv = [
+        "--data",
+        str(data),
+        "--arch",
+        arch,
+        "--out",
+        str(out),
+        "--name",
+        f"t-{arch}",
+        "--size",
+        str(size),
+        str(size),
+        "--epochs",
+        str(epochs),
+        "--batch",
+        "4",
+        "--threads",
+        "1",
+        "--split-seed",
+        "3",
+        "--fractions",
+        "0.5",
+        "0.25",
+        "0.25",
+    ]
     assert train.main(argv) == 0
     return out
 
@@ -38,9 +60,12 @@ def test_tiny_trains_end_to_end(tiny_package: tuple[Path, Path]):
     package = load_package(pkg)
     m = package.manifest
     assert m.kind == "classification" and m.labels == ["good", "blowhole", "crack"]
-    assert m.training["split"] == {"seed": 3, "fractions": [0.5, 0.25, 0.25],
-                                   "method": m.training["split"]["method"],
-                                   "counts": {"train": 12, "val": 6, "test": 6}}
+    assert m.training["split"] == {
+        "seed": 3,
+        "fractions": [0.5, 0.25, 0.25],
+        "method": m.training["split"]["method"],
+        "counts": {"train": 12, "val": 6, "test": 6},
+    }
     assert m.metrics["split"] == "val" and 0.0 <= m.threshold <= 1.0
     assert m.score_reference["n"] == 6
     assert m.training["onnx_vs_torch_max_abs_diff"] < 1e-3
@@ -59,11 +84,15 @@ def test_training_is_deterministic(tiles: Path, tmp_path: Path, tiny_package: tu
     assert first["metrics"]["image_auroc"] == second["metrics"]["image_auroc"]
 
 
-def test_segdec_trains_and_exports_defect_map(tiles: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+def test_segdec_trains_and_exports_defect_map(
+    tiles: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+):
     pkg = _train(tiles, tmp_path / "seg", "segdec", 64, epochs=1)
     m = load_package(pkg).manifest
     assert m.kind == "segmentation"
-    assert evaluate.main(["--model", str(pkg), "--data", str(tiles), "--split", "val", "--json"]) == 0
+    assert (
+        evaluate.main(["--model", str(pkg), "--data", str(tiles), "--split", "val", "--json"]) == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["n_images"] == 6 and "image_auroc" in out
 
@@ -77,7 +106,9 @@ def test_detector_trains_and_evaluates(neu: Path, tmp_path: Path):
     assert 0.0 <= report["map50"] <= 1.0
 
 
-@pytest.mark.parametrize(("arch", "classes", "size"), [("tiny", 3, 48), ("segdec", 1, 64), ("fcos", 6, 64)])
+@pytest.mark.parametrize(
+    ("arch", "classes", "size"), [("tiny", 3, 48), ("segdec", 1, 64), ("fcos", 6, 64)]
+)
 def test_onnx_matches_torch(arch: str, classes: int, size: int, tmp_path: Path):
     torch.manual_seed(0)
     net = build(arch, classes).eval()
@@ -101,15 +132,44 @@ def test_int8_within_bound_is_written(tiny_package: tuple[Path, Path], tmp_path:
 def test_int8_beyond_bound_is_refused(tiny_package: tuple[Path, Path], tmp_path: Path):
     pkg, data = tiny_package
     out = tmp_path / "refused"
-    code = quantize.main(["--model", str(pkg), "--out", str(out), "--data", str(data),
-                          "--calibration", "8", "--max-drop", "-2"])
+    code = quantize.main(
+        [
+            "--model",
+            str(pkg),
+            "--out",
+            str(out),
+            "--data",
+            str(data),
+            "--calibration",
+            "8",
+            "--max-drop",
+            "-2",
+        ]
+    )
     assert code == 2 and not out.exists()
 
 
-def test_train_on_corrupt_folder_names_the_file(tiles: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+def test_train_on_corrupt_folder_names_the_file(
+    tiles: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+):
     (tiles / "crack" / "crack_1.jpg").write_bytes(b"\x00garbage")
     with pytest.raises(SystemExit) as exc:
-        train.main(["--data", str(tiles), "--arch", "tiny", "--out", str(tmp_path / "x"),
-                    "--name", "x", "--size", "32", "32", "--epochs", "1"])
+        train.main(
+            [
+                "--data",
+                str(tiles),
+                "--arch",
+                "tiny",
+                "--out",
+                str(tmp_path / "x"),
+                "--name",
+                "x",
+                "--size",
+                "32",
+                "32",
+                "--epochs",
+                "1",
+            ]
+        )
     assert exc.value.code == 2
     assert "crack_1.jpg: unreadable image" in capsys.readouterr().err
