@@ -81,42 +81,35 @@ class TinyNet(nn.Module):
 
 
 class SegDec(nn.Module):
-    """Tier-2: segmentation network plus a learned decision head (after Tabernik et al. 2019).
+    """Tier-2: mask-supervised segmentation net with a learned decision head (Tabernik et al.).
 
-    A small U-shaped encoder/decoder predicts a defect map at stride 4; the decision head reads
-    the stride-8 decoder features together with the (detached) segmentation logits and pools
-    them (avg + max) into one defect logit.
+    The segmentation part (stride 8) predicts a defect map; the decision head reads the stride-8
+    features together with the detached segmentation logits, goes down to stride 32 and pools
+    (avg + max) into one defect logit, with the map's own max and mean as extra inputs.
+    Kept cheap (~150 MMAC at 256x256) so it gets thousands of optimiser steps on two CPU cores.
     """
 
     def __init__(self, width: int = 16) -> None:
         super().__init__()
         w = width
         self.norm = Normalise()
-        self.e1 = conv_bn(1, w, 2)  # /2
-        self.e2 = nn.Sequential(conv_bn(w, 2 * w, 2), ResBlock(2 * w))  # /4
-        self.e3 = nn.Sequential(conv_bn(2 * w, 4 * w, 2), ResBlock(4 * w))  # /8
-        self.e4 = nn.Sequential(conv_bn(4 * w, 6 * w, 2), ResBlock(6 * w, dilation=2))  # /16
-        self.d3 = conv_bn(10 * w, 4 * w)  # /8
-        self.d2 = conv_bn(6 * w, 2 * w)  # /4
-        self.seg = nn.Conv2d(2 * w, 1, 1)
-        self.dec = nn.Sequential(conv_bn(4 * w + 1, 4 * w, 2), conv_bn(4 * w, 4 * w))  # /16
-        self.fc = nn.Linear(8 * w + 2, 1)
+        self.stem = nn.Sequential(conv_bn(1, w, 2), conv_bn(w, w + w // 2, 2))  # /4
+        self.seg_body = nn.Sequential(
+            conv_bn(w + w // 2, 3 * w, 2), ResBlock(3 * w), ResBlock(3 * w, dilation=2)
+        )  # /8
+        self.seg_head = nn.Sequential(conv_bn(3 * w, 2 * w), nn.Conv2d(2 * w, 1, 1))
+        self.dec = nn.Sequential(
+            conv_bn(3 * w + 1, 4 * w, 2), ResBlock(4 * w), conv_bn(4 * w, 6 * w, 2)
+        )  # /32
+        self.fc = nn.Linear(12 * w + 2, 1)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Training outputs: defect logit [N] and mask logits [N,1,H/4,W/4]."""
-        f1 = self.e1(self.norm(x))
-        f2 = self.e2(f1)
-        f3 = self.e3(f2)
-        f4 = self.e4(f3)
-        u3 = self.d3(torch.cat([F.interpolate(f4, scale_factor=2.0, mode="nearest"), f3], 1))
-        u2 = self.d2(torch.cat([F.interpolate(u3, scale_factor=2.0, mode="nearest"), f2], 1))
-        seg = self.seg(u2)
-        seg8 = F.max_pool2d(seg.detach(), 2)
-        d = self.dec(torch.cat([u3, seg8], 1))
-        pooled = torch.cat(
-            [d.mean((2, 3)), d.amax((2, 3)), seg.detach().mean((2, 3)), seg.detach().amax((2, 3))],
-            1,
-        )
+        """Training outputs: defect logit [N] and mask logits [N,1,H/8,W/8]."""
+        f = self.seg_body(self.stem(self.norm(x)))
+        seg = self.seg_head(f)
+        s = seg.detach()
+        d = self.dec(torch.cat([f, s], 1))
+        pooled = torch.cat([d.mean((2, 3)), d.amax((2, 3)), s.mean((2, 3)), s.amax((2, 3))], 1)
         return {"logit": self.fc(pooled).squeeze(1), "mask_logits": seg}
 
 
@@ -213,7 +206,7 @@ class ExportSegDec(nn.Module):
         self.net = net
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(score [N], defect_map [N,1,H/4,W/4])."""
+        """(score [N], defect_map [N,1,H/8,W/8])."""
         out = self.net(image)
         return torch.sigmoid(out["logit"]), torch.sigmoid(out["mask_logits"])
 

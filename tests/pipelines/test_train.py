@@ -173,3 +173,36 @@ def test_train_on_corrupt_folder_names_the_file(
         )
     assert exc.value.code == 2
     assert "crack_1.jpg: unreadable image" in capsys.readouterr().err
+
+
+def test_ladder_calibration_and_evaluation(
+    tiny_package: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    from pipelines import ladder
+
+    tier1, data = tiny_package
+    local1 = tmp_path / "tier1"
+    local1.mkdir()
+    for f in ("model.onnx", "manifest.json"):
+        (local1 / f).write_bytes((tier1 / f).read_bytes())
+    tier2 = _train(data, tmp_path / "tier2", "segdec", 64, epochs=1)
+    tiers = f"{local1},{tier2}"
+    assert ladder.main(["--ladder", tiers, "--data", str(data), "--ratio", "0.99"]) == 0
+    m1 = load_package(local1).manifest
+    lo, hi = m1.uncertain_band
+    assert lo <= m1.threshold <= hi
+    assert m1.model_extra["ladder"]["split"] == "val"
+    capsys.readouterr()
+    assert evaluate.main(["--ladder", tiers, "--data", str(data), "--split", "val", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in (
+        "image_auroc",
+        "accuracy",
+        "escalated_fraction",
+        "mean_compute_ms",
+        "last_tier_alone",
+        "auroc_ratio",
+        "compute_ratio",
+    ):
+        assert key in out
+    assert out["auroc_ratio"] >= 0.99 - 1e-9  # chosen on val, evaluated on val
