@@ -28,24 +28,32 @@ def auroc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarr
 def choose_threshold(
     labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
 ) -> float:
-    """Threshold maximising balanced accuracy (Youden's J), midway between adjacent scores.
+    """Threshold maximising balanced accuracy (Youden's J), centred on its best plateau.
 
     Used on the validation split only. Balanced accuracy rather than plain accuracy because good
-    parts outnumber defects about 3:1 and a missed defect costs more than a false reject.
+    parts outnumber defects about 3:1 and a missed defect costs more than a false reject. When a
+    whole range of cuts reaches the best J (e.g. val separates perfectly), the threshold is the
+    middle of that range (largest margin to both classes) rather than its lower edge.
     """
     y = np.asarray(labels, dtype=bool)
     s = np.asarray(scores, dtype=np.float64)
     cuts = np.unique(s)
     candidates = np.concatenate([[cuts[0]], (cuts[:-1] + cuts[1:]) / 2.0, [cuts[-1] + 1e-6]])
-    best, best_t = -1.0, 0.5
+    js = []
     for t in candidates:
         pred = s >= t
         tpr = pred[y].mean() if y.any() else 0.0
         tnr = (~pred[~y]).mean() if (~y).any() else 0.0
-        j = (tpr + tnr) / 2.0
-        if j > best + 1e-12:
-            best, best_t = j, float(t)
-    return float(min(max(best_t, 0.0), 1.0))
+        js.append((tpr + tnr) / 2.0)
+    js_arr = np.asarray(js)
+    best = np.flatnonzero(js_arr >= js_arr.max() - 1e-12)
+    start = end = int(best[0])
+    while end + 1 < len(js_arr) and js_arr[end + 1] >= js_arr.max() - 1e-12:
+        end += 1
+    # Plateau edges are the outermost score values with the same decisions on val.
+    lo = cuts[start - 1] if start > 0 else candidates[start]
+    hi = cuts[end] if end < len(cuts) else candidates[end]
+    return float(min(max((lo + hi) / 2.0, 0.0), 1.0))
 
 
 def classification_report(

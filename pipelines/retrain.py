@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", choices=sorted(RECIPES))
     parser.add_argument("--data", help="dataset folder (default: datasets root / recipe dataset)")
     parser.add_argument("--version", help="manifest version (default: the recipe's)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads for training (1: the box is shared)"
+    )
     parser.add_argument("--max-drop", type=float, default=0.01)
     args = parser.parse_args(argv)
 
