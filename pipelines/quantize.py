@@ -7,7 +7,8 @@ QDQ format, per-channel int8 weights and uint8 activations (U8S8: the VNNI fast 
 onnxruntime's MLAS kernels; measured here 1.3 ms vs 4.2 ms for S8S8 and 2.8 ms for FP32 on the
 tier-2 model), MinMax calibration over ~100 *training-split* images prepared exactly as the
 runtime does. On an x86 CPU *without* VNNI, U8S8 can saturate (see onnxruntime's docs): the
-accuracy bound is checked on the machine that runs this command, so re-run it there if in doubt. `quant_pre_process` (shape inference + graph optimisation) runs first.
+accuracy bound is checked on the machine that runs this command, so re-run it there if in doubt.
+`quant_pre_process` (shape inference + graph optimisation) runs first.
 Never `quantize_dynamic` for CNNs: measured 6x slower here.
 
 The accuracy delta (image AUROC, or mAP@0.5 for detectors) between FP32 and INT8 is measured on

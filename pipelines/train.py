@@ -355,9 +355,12 @@ def train(cfg: dict[str, Any]) -> Path:
     loop_budget = max(1.0, 0.95 * budget_s - (loop_start - start))
 
     def time_frac() -> float:
-        # Fraction of the training-loop budget used (5% kept for the final evaluation/export).
-        # Below the step fraction whenever the epoch budget fits, so seeded runs stay repeatable.
-        return (time.time() - loop_start) / loop_budget
+        # Fraction of the training-loop budget used (5% kept for the final evaluation/export),
+        # but only once the run is projected to overrun the budget: while the epoch budget fits,
+        # this is 0 and seeded runs stay repeatable.
+        used = time.time() - loop_start
+        projected = used * total / max(1, step)
+        return used / loop_budget if step > 0 and projected > loop_budget else 0.0
 
     best: dict[str, Any] = {
         "metric": -1.0,
