@@ -86,7 +86,7 @@ def classification_metrics(runner: ModelRunner, dataset: Dataset, scored: Scored
     """AUROC, accuracy at the manifest threshold, per-class recall, confusion, latency."""
     labels = [dataset.samples[i].label for i in scored.indices]
     report = classification_report(
-        labels, scored.scores.tolist(), runner.manifest.threshold, "good"
+        labels, scored.scores.tolist(), runner.manifest.threshold, runner.manifest.good_label
     )
     report["latency_ms_p50"] = round(float(np.median(scored.compute_ms)), 4)
     report["mean_compute_ms"] = round(float(np.mean(scored.compute_ms)), 4)

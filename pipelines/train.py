@@ -458,6 +458,55 @@ def train(cfg: dict[str, Any]) -> Path:
     )
 
 
+def zoom_crop(
+    x: torch.Tensor,
+    boxes: list[np.ndarray],
+    blabels: list[np.ndarray],
+    gen: torch.Generator,
+    p: float = 0.6,
+    max_zoom: float = 1.4,
+) -> tuple[torch.Tensor, list[np.ndarray], list[np.ndarray]]:
+    """Random zoom-in crop (scale 1..max_zoom, random position) of images and their pixel boxes.
+
+    Zooming *in* only, so no padding invents texture; a box keeps its label if at least 30% of
+    it stays in view and it is at least 4 px wide and high.
+    """
+    n, _, h, w = x.shape
+    apply = torch.rand(n, generator=gen) < p
+    a = 1.0 / (1.0 + torch.rand(n, generator=gen) * (max_zoom - 1.0))
+    a = torch.where(apply, a, torch.ones(n))
+    off = (torch.rand(n, 2, generator=gen) * 2 - 1) * (1 - a)[:, None]
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = a
+    theta[:, 1, 1] = a
+    theta[:, :, 2] = off
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    out_b, out_l = [], []
+    for i in range(n):
+        b = boxes[i].astype(np.float32).copy()
+        ai, bx, by = float(a[i]), float(off[i, 0]), float(off[i, 1])
+        # pixel -> [-1, 1] -> zoomed view -> pixel
+        ux = (b[:, [0, 2]] / w * 2 - 1 - bx) / ai
+        uy = (b[:, [1, 3]] / h * 2 - 1 - by) / ai
+        nb = np.stack(
+            [
+                (ux[:, 0] + 1) / 2 * w,
+                (uy[:, 0] + 1) / 2 * h,
+                (ux[:, 1] + 1) / 2 * w,
+                (uy[:, 1] + 1) / 2 * h,
+            ],
+            1,
+        )
+        full = (nb[:, 2] - nb[:, 0]) * (nb[:, 3] - nb[:, 1])
+        nb = np.clip(nb, 0, [w, h, w, h])
+        bw, bh = nb[:, 2] - nb[:, 0], nb[:, 3] - nb[:, 1]
+        keep = (bw >= 4) & (bh >= 4) & (bw * bh >= 0.3 * full)
+        out_b.append(nb[keep].astype(np.float32))
+        out_l.append(np.asarray(blabels[i])[keep])
+    return x, out_b, out_l
+
+
 def fcos_step(
     net: torch.nn.Module,
     x: torch.Tensor,
@@ -475,6 +524,7 @@ def fcos_step(
     x = torch.where(torch.from_numpy(fv)[:, None, None, None], x.flip(2), x)
     norm = np.array([w, h, w, h], np.float32)
     boxes = [b * norm for b in flip_boxes([b / norm for b in boxes], fh, fv)]
+    x, boxes, blabels = zoom_crop(x, boxes, blabels, gen)
     x = photometric(x, gen)
     targets = [
         fcos_targets(points, b, lab, n_classes) for b, lab in zip(boxes, blabels, strict=True)
