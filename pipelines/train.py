@@ -388,6 +388,7 @@ def train(cfg: dict[str, Any]) -> Path:
                     points,
                     len(labels),
                     gen,
+                    float(cfg.get("zoom_p", 0.0)),
                 )
             else:
                 m = torch.from_numpy(mtr[idx]).float()[:, None]
@@ -515,6 +516,7 @@ def fcos_step(
     points: torch.Tensor,
     n_classes: int,
     gen: torch.Generator,
+    zoom_p: float = 0.0,
 ) -> torch.Tensor:
     """One detector loss: flips + photometric augmentation, FCOS targets, focal/GIoU/ctr losses."""
     n, _, h, w = x.shape
@@ -524,7 +526,8 @@ def fcos_step(
     x = torch.where(torch.from_numpy(fv)[:, None, None, None], x.flip(2), x)
     norm = np.array([w, h, w, h], np.float32)
     boxes = [b * norm for b in flip_boxes([b / norm for b in boxes], fh, fv)]
-    x, boxes, blabels = zoom_crop(x, boxes, blabels, gen)
+    if zoom_p > 0:  # skipped entirely at 0 so older recipes keep their random stream
+        x, boxes, blabels = zoom_crop(x, boxes, blabels, gen, p=zoom_p)
     x = photometric(x, gen)
     targets = [
         fcos_targets(points, b, lab, n_classes) for b, lab in zip(boxes, blabels, strict=True)
@@ -703,6 +706,7 @@ def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
         "weight_decay": 1e-4,
         "ema": 0.99,
         "mask_weight": 1.0,
+        "zoom_p": 0.0,
         "version": "1.0.0",
         "fractions": None,
     }
