@@ -20,6 +20,7 @@ threshold (re-chosen on val), val metrics, drift reference and a `quantization` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -105,13 +106,16 @@ def quantize_package(
         pre = Path(tmp) / "pre.onnx"
         staged = Path(tmp) / "pkg"
         staged.mkdir()
-        try:
-            quant_pre_process(str(fp32.package.onnx_path), str(pre), skip_symbolic_shape=False)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises a bare Exception here
-            # Symbolic shape inference gives up on some graphs (e.g. the detector's per-level
-            # reshapes with a dynamic batch); ONNX shape inference + optimisation still run.
-            log(f"symbolic shape inference failed ({exc}); pre-processing without it")
-            quant_pre_process(str(fp32.package.onnx_path), str(pre), skip_symbolic_shape=True)
+        src = str(fp32.package.onnx_path.resolve())
+        # quant_pre_process leaves temporary files in the working directory: work in tmp.
+        with contextlib.chdir(tmp):
+            try:
+                quant_pre_process(src, str(pre), skip_symbolic_shape=False)
+            except Exception as exc:  # noqa: BLE001 - onnxruntime raises a bare Exception here
+                # Symbolic shape inference gives up on some graphs (e.g. the detector's per-level
+                # reshapes with a dynamic batch); ONNX shape inference + optimisation still run.
+                log(f"symbolic shape inference failed ({exc}); pre-processing without it")
+                quant_pre_process(src, str(pre), skip_symbolic_shape=True)
         reader = BlobReader(fp32, [dataset.samples[i].path for i in calib])
         quantize_static(
             str(pre),
