@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-drop", type=float, default=0.01)
     args = parser.parse_args(argv)
 
-    from pipelines import ladder, quantize, train
+    from pipelines import ensemble, ladder, quantize, train
     from pipelines.datasets import datasets_root
 
     start = time.time()
@@ -49,19 +50,25 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data or str(datasets_root() / recipe["dataset"])
     fp32 = ROOT / recipe["out"]
     ship = ROOT / "models" / args.name
-    argv_train = [
-        "--recipe",
-        args.name,
-        "--data",
-        data,
-        "--out",
-        str(fp32),
-        "--threads",
-        str(args.threads),
-    ]
+    base = ["--recipe", args.name, "--data", data, "--threads", str(args.threads)]
     if args.version:
-        argv_train += ["--version", args.version]
-    train.main(argv_train)
+        base += ["--version", args.version]
+    seeds = recipe.get("ensemble_seeds")
+    if seeds:
+        # Seed ensemble: members train in parallel (one process and thread each), then merge.
+        members = [fp32.with_name(f"{fp32.name}-s{s}") for s in seeds]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "pipelines.train", *base, "--out", str(m), "--seed", str(s)],
+                cwd=ROOT,
+            )
+            for s, m in zip(seeds, members, strict=True)
+        ]
+        if any(p.wait() != 0 for p in procs):
+            raise SystemExit("an ensemble member failed to train")
+        ensemble.ensemble_package(members, fp32, Path(data))
+    else:
+        train.main([*base, "--out", str(fp32)])
     record = quantize.quantize_package(fp32, ship, Path(data), max_drop=args.max_drop)
     if record.get("refused"):
         # Ship the FP32 reference rather than an INT8 model outside its bound.

@@ -206,3 +206,29 @@ def test_ladder_calibration_and_evaluation(
     ):
         assert key in out
     assert out["auroc_ratio"] >= 0.99 - 1e-9  # chosen on val, evaluated on val
+
+
+def test_seed_ensemble_averages_members(tiny_package: tuple[Path, Path], tmp_path: Path):
+    import onnxruntime as ort
+
+    from pipelines.ensemble import ensemble_package
+
+    pkg, data = tiny_package
+    other = _train(data, tmp_path / "other", "tiny", 48, epochs=1)
+    merged = ensemble_package([pkg, other], tmp_path / "ens", data)
+    m = load_package(merged).manifest
+    assert [e["sha256"] for e in m.training["ensemble"]] == [
+        load_package(pkg).manifest.sha256,
+        load_package(other).manifest.sha256,
+    ]
+    x = np.random.default_rng(0).integers(0, 256, (2, 1, 48, 48)).astype(np.float32)
+
+    def run(folder: Path) -> list[np.ndarray]:
+        session = ort.InferenceSession(
+            str(folder / "model.onnx"), providers=["CPUExecutionProvider"]
+        )
+        return session.run(["score", "class_probs"], {"image": x})
+
+    a, b, e = run(pkg), run(other), run(merged)
+    for i in range(2):
+        assert np.allclose(e[i], (a[i] + b[i]) / 2, atol=1e-5)
