@@ -35,7 +35,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         "budget_minutes": 40.0,
         "split_seed": MT_SPLIT_SEED,
         "out": "build/fp32/mt-tier2",
-        "version": "1.0.0",
+        "version": "1.1.0",
+        "ensemble_seeds": [0, 1],
     },
     "neu-det": {
         "dataset": "neu-det",
