@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from appliance.inference.runtime import Inference, ModelRunner
+from appliance.inference.runtime import Defect, Inference, ModelRunner
 from appliance.results import Frame, ModelRef, Verdict
 
 logger = logging.getLogger(__name__)
@@ -401,7 +401,7 @@ class Ladder:
             score=answer.score,
             tier=tier.index,
             provisional=False,
-            defects=answer.defects if failing else (),
+            defects=_reported_defects(tier, answer, failing),
             inference_ms=inference_ms,
             total_ms=_since(frame),
             model=tier.model,
@@ -503,6 +503,17 @@ class Ladder:
                 "cloud_tier": self.cloud,
                 "tiers": tiers,
             }
+
+
+def _reported_defects(tier: LocalTier, answer: Inference, failing: bool) -> tuple[Defect, ...]:
+    """The regions a verdict reports: none for a pass; for detectors only boxes at or above the
+    decision threshold (the runtime keeps weaker candidates for evaluation, not for the line)."""
+    if not failing:
+        return ()
+    manifest = tier.runner.manifest
+    if manifest.kind == "detection":
+        return tuple(d for d in answer.defects if d.confidence >= manifest.threshold)
+    return answer.defects
 
 
 def _since(frame: Frame) -> float:

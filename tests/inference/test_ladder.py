@@ -204,3 +204,16 @@ def test_resume_refines_restored_escalations(models_dir: Path, value: int) -> No
     refined = sink.verdicts[0]
     assert (refined.revision, refined.tier, refined.provisional) == (1, 2, False)
     assert refined.verdict == ("fail" if value / 255 >= 0.5 else "pass")
+
+
+def test_a_detector_reports_only_boxes_at_or_above_its_threshold(models_dir: Path) -> None:
+    sink = Sink()
+    boxes = tier(models_dir, "boxes", 1)
+    lad = Ladder("line1", [boxes], deadline_ms=500, backlog=4, emit=sink)
+    lad.judge(frame(200), no_queue)  # boxes scored 0.78 and 0.1; threshold 0.5
+    verdict = sink.verdicts[0]
+    assert verdict.verdict == "fail"
+    assert [round(d.confidence, 2) for d in verdict.defects] == [0.78]
+    assert len(boxes.runner.infer(np.full((40, 40), 200, np.uint8)).defects) == 2  # evaluation sees both
+    lad.judge(frame(60, 2), no_queue)
+    assert sink.verdicts[1].verdict == "pass" and sink.verdicts[1].defects == ()
