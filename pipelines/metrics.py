@@ -1,0 +1,166 @@
+"""Evaluation metrics in plain numpy: AUROC, threshold choice, confusion, VOC mAP@0.5."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def auroc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U; ties count 1/2). labels: 1 = defect."""
+    y = np.asarray(labels, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), np.float64)
+    sorted_s = s[order]
+    # Average ranks over ties.
+    _, first, counts = np.unique(sorted_s, return_index=True, return_counts=True)
+    avg = first + (counts - 1) / 2.0 + 1.0
+    ranks[order] = np.repeat(avg, counts)
+    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def choose_threshold(
+    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
+) -> float:
+    """Threshold maximising balanced accuracy (Youden's J), centred on its best plateau.
+
+    Used on the validation split only. Balanced accuracy rather than plain accuracy because good
+    parts outnumber defects about 3:1 and a missed defect costs more than a false reject. When a
+    whole range of cuts reaches the best J (e.g. val separates perfectly), the threshold is the
+    middle of that range (largest margin to both classes) rather than its lower edge.
+    """
+    y = np.asarray(labels, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    cuts = np.unique(s)
+    candidates = np.concatenate([[cuts[0]], (cuts[:-1] + cuts[1:]) / 2.0, [cuts[-1] + 1e-6]])
+    js = []
+    for t in candidates:
+        pred = s >= t
+        tpr = pred[y].mean() if y.any() else 0.0
+        tnr = (~pred[~y]).mean() if (~y).any() else 0.0
+        js.append((tpr + tnr) / 2.0)
+    js_arr = np.asarray(js)
+    best = np.flatnonzero(js_arr >= js_arr.max() - 1e-12)
+    start = end = int(best[0])
+    while end + 1 < len(js_arr) and js_arr[end + 1] >= js_arr.max() - 1e-12:
+        end += 1
+    # Plateau edges are the outermost score values with the same decisions on val.
+    lo = cuts[start - 1] if start > 0 else candidates[start]
+    hi = cuts[end] if end < len(cuts) else candidates[end]
+    return float(min(max((lo + hi) / 2.0, 0.0), 1.0))
+
+
+def classification_report(
+    labels: Sequence[str], scores: Sequence[float], threshold: float, good_label: str
+) -> dict:
+    """AUROC, accuracy at `threshold`, per-class recall and confusion counts."""
+    lab = list(labels)
+    s = np.asarray(scores, np.float64)
+    y = np.array([label != good_label for label in lab])
+    pred = s >= threshold
+    tp, fn = int((pred & y).sum()), int((~pred & y).sum())
+    fp, tn = int((pred & ~y).sum()), int((~pred & ~y).sum())
+    per_class = {}
+    for c in sorted(set(lab)):
+        m = np.array([label == c for label in lab])
+        # For the good class "recall" is the fraction correctly passed.
+        hit = ~pred[m] if c == good_label else pred[m]
+        per_class[c] = {"n": int(m.sum()), "recall": round(float(hit.mean()), 4)}
+    return {
+        "image_auroc": round(auroc(y, s), 4),
+        "accuracy": round(float((pred == y).mean()), 4),
+        "balanced_accuracy": round(float((pred[y].mean() + (~pred[~y]).mean()) / 2.0), 4)
+        if y.any() and (~y).any()
+        else None,
+        "threshold": threshold,
+        "per_class_recall": per_class,
+        "confusion": {"tp": tp, "fn": fn, "fp": fp, "tn": tn},
+        "n_images": len(lab),
+        "n_defect": int(y.sum()),
+        "n_good": int((~y).sum()),
+    }
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix [len(a), len(b)] of xyxy boxes."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    iy2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """VOC2010+ AP: area under the precision envelope (all points, no 11-point sampling)."""
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    mpre = np.concatenate([[0.0], precision, [0.0]])
+    for i in range(len(mpre) - 2, -1, -1):
+        mpre[i] = max(mpre[i], mpre[i + 1])
+    idx = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
+
+
+def detection_map(
+    gts: Sequence[tuple[np.ndarray, Sequence[str]]],
+    dets: Sequence[Sequence[tuple[str, float, Sequence[float]]]],
+    classes: Sequence[str],
+    iou_threshold: float = 0.5,
+) -> dict:
+    """VOC-style mAP: per image GT (boxes, labels) and detections (label, score, box).
+
+    Greedy matching by descending score; a detection is a true positive when its best-IoU
+    same-class ground truth (IoU >= threshold) is not yet matched. mAP averages AP over `classes`
+    (a class with no ground truth gets AP 0 if detected, and is left out of the mean otherwise).
+    """
+    per_class: dict[str, float] = {}
+    for c in classes:
+        records = []
+        n_gt = 0
+        gt_c = []
+        for boxes, labels in gts:
+            mask = np.array([label == c for label in labels], dtype=bool)
+            bx = (
+                np.asarray(boxes, np.float64).reshape(-1, 4)[mask]
+                if mask.size
+                else np.zeros((0, 4))
+            )
+            gt_c.append(bx)
+            n_gt += len(bx)
+        for i, image_dets in enumerate(dets):
+            records += [(score, i, box) for label, score, box in image_dets if label == c]
+        if n_gt == 0:
+            if records:
+                per_class[c] = 0.0
+            continue
+        records.sort(key=lambda r: -r[0])
+        matched = [np.zeros(len(g), bool) for g in gt_c]
+        tp = np.zeros(len(records))
+        for k, (_, i, box) in enumerate(records):
+            if len(gt_c[i]) == 0:
+                continue
+            ious = box_iou(np.asarray(box)[None], gt_c[i])[0]
+            j = int(np.argmax(ious))
+            if ious[j] >= iou_threshold and not matched[i][j]:
+                matched[i][j] = True
+                tp[k] = 1
+        ctp = np.cumsum(tp)
+        recall = ctp / n_gt
+        precision = ctp / np.arange(1, len(records) + 1)
+        per_class[c] = voc_ap(recall, precision) if records else 0.0
+    values = list(per_class.values())
+    return {
+        "map50": round(float(np.mean(values)), 4) if values else float("nan"),
+        "ap50_per_class": {c: round(v, 4) for c, v in per_class.items()},
+    }

@@ -1,0 +1,66 @@
+"""The ladder's single score, its figures and the band chooser."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines.ladder import choose_band, ladder_figures, ladder_scores
+from pipelines.metrics import auroc
+
+
+def test_ladder_score_zones_are_ordered():
+    thr1, band = 0.5, (0.3, 0.7)
+    s1 = np.array([0.1, 0.29, 0.3, 0.5, 0.69, 0.7, 0.95])
+    s2 = np.array([0.9, 0.9, 0.0, 1.0, 0.5, 0.0, 0.0])
+    score, esc = ladder_scores(s1, s2, thr1, band)
+    assert esc.tolist() == [False, False, True, True, True, False, False]
+    assert (score[:2] < 1 / 3).all()
+    assert (score[2:5] >= 1 / 3).all() and (score[2:5] < 2 / 3).all()
+    assert (score[5:] >= 2 / 3).all()
+    # Escalated frames keep tier 2's order; tier-1 frames keep tier 1's.
+    assert score[2] < score[4] < score[3]
+    assert score[0] < score[1] and score[5] < score[6]
+
+
+def test_ladder_decision_is_a_threshold_on_the_ladder_score():
+    rng = np.random.default_rng(0)
+    s1, s2 = rng.random(200), rng.random(200)
+    y = rng.random(200) < 0.3
+    thr1, thr2, band = 0.4, 0.6, (0.2, 0.7)
+    figures = ladder_figures(y, s1, s2, np.full(200, 0.2), np.full(200, 10.0), thr1, band, thr2)
+    score, esc = ladder_scores(s1, s2, thr1, band)
+    pred = np.where(esc, s2 >= thr2, s1 >= thr1)
+    assert np.array_equal(pred, score >= 1 / 3 + thr2 / 3 * (1 - 1e-6))
+    assert figures["accuracy"] == pytest.approx(float((pred == y).mean()), abs=1e-4)
+    assert figures["escalated_fraction"] == pytest.approx(float(esc.mean()), abs=1e-4)
+    # compute: 0.2 ms always + 10 ms for escalated frames.
+    assert figures["mean_compute_ms"] == pytest.approx(0.2 + 10 * esc.mean(), abs=1e-3)
+    assert figures["compute_ratio"] == pytest.approx((0.2 + 10 * esc.mean()) / 10, abs=1e-3)
+    assert figures["last_tier_alone"]["image_auroc"] == pytest.approx(auroc(y, s2), abs=1e-4)
+
+
+def test_full_band_equals_tier2_and_empty_band_equals_tier1():
+    rng = np.random.default_rng(1)
+    y = rng.random(100) < 0.4
+    s1 = np.clip(y * 0.3 + rng.random(100) * 0.7, 0, 1)
+    s2 = np.clip(y * 0.6 + rng.random(100) * 0.4, 0, 1)
+    full, _ = ladder_scores(s1, s2, 0.5, (0.0, 1.01))
+    assert auroc(y, full) == pytest.approx(auroc(y, s2))
+    empty, esc = ladder_scores(s1, s2, 0.5, (0.5, 0.5))
+    assert not esc.any()
+    assert auroc(y, empty) == pytest.approx(auroc(y, s1))
+
+
+def test_choose_band_meets_target_and_contains_threshold():
+    rng = np.random.default_rng(2)
+    y = rng.random(300) < 0.3
+    s1 = np.clip(0.35 * y + 0.65 * rng.random(300), 0, 1)  # weak tier 1
+    s2 = np.clip(0.7 * y + 0.3 * rng.random(300), 0, 1)  # strong tier 2
+    thr1 = 0.5
+    (lo, hi), info = choose_band(y, s1, s2, thr1, 0.99)
+    assert lo <= thr1 <= hi
+    score, esc = ladder_scores(s1, s2, thr1, (lo, hi))
+    assert auroc(y, score) >= 0.99 * auroc(y, s2) - 1e-9
+    assert info["val_escalated_fraction"] == pytest.approx(float(esc.mean()), abs=1e-4)
+    assert esc.mean() < 1.0

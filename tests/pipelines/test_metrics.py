@@ -1,0 +1,84 @@
+"""Metrics against hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pipelines.metrics import (
+    auroc,
+    box_iou,
+    choose_threshold,
+    classification_report,
+    detection_map,
+    voc_ap,
+)
+
+
+def test_auroc_perfect_reversed_and_ties():
+    assert auroc([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 1.0
+    assert auroc([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]) == 0.0
+    assert auroc([0, 1], [0.5, 0.5]) == 0.5
+
+
+def test_auroc_hand_case():
+    # Pairs (pos, neg): (0.35 vs 0.1) win, (0.35 vs 0.4) loss, (0.8 vs both) win -> 3/4.
+    assert auroc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
+    # One tie among 2x2 pairs: (1 + 1 + 0.5 + 1) / 4.
+    assert auroc([0, 0, 1, 1], [0.1, 0.5, 0.5, 0.9]) == pytest.approx(0.875)
+
+
+def test_auroc_single_class_is_nan():
+    assert math.isnan(auroc([1, 1], [0.2, 0.3]))
+
+
+def test_choose_threshold_separates_when_possible():
+    t = choose_threshold([0, 0, 1, 1], [0.1, 0.2, 0.7, 0.9])
+    assert 0.2 < t <= 0.7
+
+
+def test_classification_report_counts():
+    r = classification_report(
+        ["good", "good", "crack", "blowhole"], [0.1, 0.6, 0.7, 0.3], 0.5, "good"
+    )
+    assert r["confusion"] == {"tp": 1, "fn": 1, "fp": 1, "tn": 1}
+    assert r["accuracy"] == 0.5
+    assert r["per_class_recall"]["crack"]["recall"] == 1.0
+    assert r["per_class_recall"]["blowhole"]["recall"] == 0.0
+    assert r["per_class_recall"]["good"]["recall"] == 0.5
+
+
+def test_box_iou():
+    iou = box_iou(np.array([[0, 0, 2, 2]]), np.array([[1, 1, 3, 3], [0, 0, 2, 2], [5, 5, 6, 6]]))
+    assert iou[0] == pytest.approx([1 / 7, 1.0, 0.0])
+
+
+def test_voc_ap_hand_case():
+    # Detections: TP, FP, TP over 2 GT -> recall .5,.5,1; precision 1,.5,.667.
+    # Envelope: 1 on (0, .5], .667 on (.5, 1] -> AP = .5 + .5 * 2/3.
+    ap = voc_ap(np.array([0.5, 0.5, 1.0]), np.array([1.0, 0.5, 2 / 3]))
+    assert ap == pytest.approx(0.5 + 0.5 * 2 / 3)
+
+
+def test_detection_map_tiny_boxes():
+    gts = [
+        (np.array([[0.1, 0.1, 0.3, 0.3]]), ("crazing",)),
+        (np.array([[0.5, 0.5, 0.9, 0.9], [0.0, 0.0, 0.2, 0.2]]), ("crazing", "patches")),
+    ]
+    dets = [
+        [("crazing", 0.9, (0.1, 0.1, 0.3, 0.3)), ("crazing", 0.8, (0.6, 0.6, 0.7, 0.7))],
+        [("crazing", 0.7, (0.5, 0.5, 0.9, 0.88)), ("patches", 0.6, (0.5, 0.5, 0.6, 0.6))],
+    ]
+    r = detection_map(gts, dets, ["crazing", "patches"])
+    # crazing: TP(.9), FP(.8), TP(.7) over 2 GT -> AP = .5 + .5 * 2/3; patches: one FP -> 0.
+    assert r["ap50_per_class"]["crazing"] == pytest.approx(0.5 + 0.5 * 2 / 3, abs=1e-4)
+    assert r["ap50_per_class"]["patches"] == 0.0
+    assert r["map50"] == pytest.approx((0.5 + 0.5 * 2 / 3) / 2, abs=1e-4)
+
+
+def test_detection_map_duplicate_is_false_positive():
+    gts = [(np.array([[0.1, 0.1, 0.5, 0.5]]), ("scratches",))]
+    dets = [[("scratches", 0.9, (0.1, 0.1, 0.5, 0.5)), ("scratches", 0.8, (0.1, 0.1, 0.5, 0.5))]]
+    assert detection_map(gts, dets, ["scratches"])["map50"] == pytest.approx(1.0)
