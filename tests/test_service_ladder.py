@@ -153,11 +153,16 @@ def test_a_second_service_on_the_same_state_dir_is_refused(make_settings: Callab
     again.stop()
 
 
-def test_workers_waiting_for_a_full_store_are_blocked_not_wedged(make_settings: Callable[..., Settings]) -> None:
+def test_workers_waiting_for_a_full_store_are_blocked_not_wedged(
+    make_settings: Callable[..., Settings],
+) -> None:
     import threading
 
-    settings = make_settings(source={"kind": "simulator", "fps": 200, "width": 64, "height": 64},
-                             wedge_after_s=0.5, store={"queue_size": 16})
+    settings = make_settings(
+        source={"kind": "simulator", "fps": 200, "width": 64, "height": 64},
+        wedge_after_s=0.5,
+        store={"queue_size": 16},
+    )
     settings.web.enabled = False
     service = Service(settings)
     service.start()

@@ -44,6 +44,8 @@ from appliance.config.sync import (
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "PrivateKeyError",
+    "settings_from",
     "ID_PATTERN",
     "REPO_ROOT",
     "CameraConfig",
