@@ -10,7 +10,10 @@ within the policy:
 3. verdicts from the cloud, every `pull_interval_s`.
 
 A failure ends the round and the next one waits with exponential backoff and jitter (capped at
-`backoff_max_s`, at most 5 minutes). The worker never blocks the pipeline: it reads with its own
+`backoff_max_s`, at most 5 minutes). Anything else that raises in a pass of the loop (the stale
+check, the schedule) is counted and logged and the loop goes on after a backoff
+(`appliance.guard.LoopGuard`); only a loop that has failed every pass for 10 minutes stops
+counting as alive. The worker never blocks the pipeline: it reads with its own
 connection and writes only small ops through the store writer (recording a batch boundary,
 marking it synced), and all its waits are interruptible.
 """
@@ -26,6 +29,7 @@ from typing import Any
 
 from appliance.config import Settings
 from appliance.events import EventBus
+from appliance.guard import LoopGuard
 from appliance.results import now_ms
 from appliance.store.db import connect
 from appliance.store.writer import StoreWriter
@@ -94,6 +98,7 @@ class SyncWorker:
         self.conflict = False
         self.last_round: dict[str, Any] = {}
         self._next_pull = 0.0
+        self.guard = LoopGuard("sync worker", logger)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -141,7 +146,13 @@ class SyncWorker:
         """Thread running and looping (uploads are bounded by timeouts)."""
         stale = time.monotonic() - max(self.heartbeat, self.limiter.last_take)
         limit = max(120.0, 4 * self.config.timeout_s + self.config.backoff_max_s)
-        return bool(self._thread and self._thread.is_alive() and self.failed is None and stale < limit)
+        return bool(
+            self._thread
+            and self._thread.is_alive()
+            and self.failed is None
+            and stale < limit
+            and not self.guard.wedged
+        )
 
     def kick(self) -> None:
         """Start a round now (skips the wait for the interval, not a backoff or a closed window)."""
@@ -154,22 +165,30 @@ class SyncWorker:
         try:
             while not self._stop.is_set():
                 self.heartbeat = time.monotonic()
-                if not self.schedule.is_open():
-                    self.state = "window closed"
-                    self._sleep(min(60.0, self.schedule.seconds_until_open()))
-                    continue
-                wait = self.next_attempt_s - time.monotonic()
-                if wait > 0:
-                    self._sleep(wait, wakeable=False)
-                    continue
-                succeeded = self._attempt()
-                self._check_stale()
-                if succeeded:  # after a failure the loop waits for the backoff instead
-                    self._sleep(self.config.interval_s)
+                try:
+                    self._iteration()
+                except Exception as exc:  # thread boundary: one pass; back off and go on
+                    self._sleep(self.guard.failed(exc), wakeable=False)
+                else:
+                    self.guard.ok()
         except Exception as exc:  # thread boundary: report, never die silently
             self.failed = f"{type(exc).__name__}: {exc}"
             self.state = "failed"
             logger.exception("sync worker stopped: %s", exc)
+
+    def _iteration(self) -> None:
+        if not self.schedule.is_open():
+            self.state = "window closed"
+            self._sleep(min(60.0, self.schedule.seconds_until_open()))
+            return
+        wait = self.next_attempt_s - time.monotonic()
+        if wait > 0:
+            self._sleep(wait, wakeable=False)
+            return
+        succeeded = self._attempt()
+        self._check_stale()
+        if succeeded:  # after a failure the loop waits for the backoff instead
+            self._sleep(self.config.interval_s)
 
     def _sleep(self, seconds: float, *, wakeable: bool = True) -> None:
         deadline = time.monotonic() + seconds
@@ -366,7 +385,7 @@ class SyncWorker:
         age = backlog["oldest_unsynced_age_s"] or 0.0
         if not self.alive or self.conflict:
             state = "error"
-        elif self.last_error or age > self.config.stale_after_s:
+        elif self.last_error or self.guard.failing or age > self.config.stale_after_s:
             state = "degraded"
         else:
             state = "ok"
@@ -386,6 +405,7 @@ class SyncWorker:
             else round((now_ms() - self.last_success_ms) / 1000.0, 1),
             "last_error": self.last_error or self.failed,
             "failures": self.failures,
+            **self.guard.health(),
             "retry_in_s": round(retry_in, 1),
             "batches": self.batches,
             "rows": self.rows,
