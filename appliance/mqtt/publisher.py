@@ -53,6 +53,8 @@ from appliance.store.writer import StoreWriter, WriterFailed
 
 logger = logging.getLogger(__name__)
 
+_TS_NULL = '"ts_publish_ms":null'
+_NOT_REPLAYED = '"replayed":false'
 _MARK_BATCH = 256
 _MARK_MAX_WAIT_S = 0.2
 _STATS_PERIOD_S = 2.0
@@ -365,11 +367,8 @@ class OutboxPublisher:
 
     def _send(self, seq: int, line: str, stored: str, replayed: bool, *, replay: bool) -> bool:
         ts = now_ms()
-        payload = json.loads(stored)
-        payload["ts_publish_ms"] = ts
-        payload["replayed"] = replayed
         topic = self.topics.result(line)
-        data = json.dumps(payload, separators=(",", ":"))
+        data = publish_text(stored, ts, replayed)
         ticket = self.link.publish(topic, data, qos=1, generation=self._generation)
         if ticket is None:
             return False  # connection gone; the "down" event follows
@@ -482,3 +481,35 @@ class OutboxPublisher:
             **self.guard.health(),
             "failed": self.failed,
         }
+
+
+def publish_text(stored: str, ts_publish_ms: int, replayed: bool) -> str:
+    """The message for a stored payload: `ts_publish_ms` and `replayed` set, nothing else touched.
+
+    The store writes every payload with `json.dumps(..., separators=(",", ":"))` from
+    `Verdict.to_payload`, so it holds `"ts_publish_ms":null` and `"replayed":false` literally;
+    the two values are spliced into the text (no parse, no re-serialisation: this runs for every
+    message). A marker cannot occur inside a string value (its quotes would be escaped there)
+    and the payload has no keys of its own making, so the one occurrence is the top-level key;
+    when a marker is missing or repeated (a payload not written that way), the exact path
+    through `json` is taken. Both give the same text.
+    """
+    ts_at = stored.find(_TS_NULL)
+    flag_at = stored.find(_NOT_REPLAYED)
+    if (
+        ts_at < 0
+        or flag_at < 0
+        or stored.find(_TS_NULL, ts_at + 1) >= 0
+        or stored.find(_NOT_REPLAYED, flag_at + 1) >= 0
+    ):
+        return reserialise(stored, ts_publish_ms, replayed)
+    text = stored.replace(_TS_NULL, f'"ts_publish_ms":{int(ts_publish_ms)}', 1)
+    return text.replace(_NOT_REPLAYED, '"replayed":true', 1) if replayed else text
+
+
+def reserialise(stored: str, ts_publish_ms: int, replayed: bool) -> str:
+    """The exact path: parse, set both keys, serialise again (compact, like the store)."""
+    payload = json.loads(stored)
+    payload["ts_publish_ms"] = ts_publish_ms
+    payload["replayed"] = replayed
+    return json.dumps(payload, separators=(",", ":"))
