@@ -188,11 +188,11 @@ class CommandHandler:
         self.received += 1
         if len(payload) > _MAX_PAYLOAD:
             self.failed += 1
-            self.last_error = f"too large: {len(payload)} bytes (limit {_MAX_PAYLOAD})"
-            logger.warning(
-                "command refused on %s: %s", where.name, self.last_error, extra={"line": where.line}
-            )
-            self._send(_ack(_scan_cmd_id(payload), where, "failed", f"malformed: {self.last_error}"))
+            # A local: the command thread writes last_error concurrently (paho calls this).
+            why = f"too large: {len(payload)} bytes (limit {_MAX_PAYLOAD})"
+            self.last_error = why
+            logger.warning("command refused on %s: %s", where.name, why, extra={"line": where.line})
+            self._send(_ack(_scan_cmd_id(payload), where, "failed", f"malformed: {why}"))
             return
         item = Incoming(topic, where, payload, retained, expiry_s, time.monotonic())
         try:
