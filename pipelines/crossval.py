@@ -21,8 +21,8 @@ scores on new data are a little less spread than the OOF ones (same ranking rule
 Members run `jobs` at a time, one process and one torch thread each. Outputs in --out: f{k}/
 (FP32 members), f{k}-int8/, fp32/ and int8/ (merged packages), oof_scores.json (per image, the
 shipped precision's), report.json (per-fold and pooled figures, the pooled OOF AUROC at every
-evaluated epoch). With --ship the chosen package is copied to that folder and the merged FP32
-graph to its reference/model-fp32.onnx.
+evaluated epoch). With --ship the chosen package is copied to that folder, the merged FP32
+graph to its reference/model-fp32.onnx and the OOF scores to reference/oof_scores.json.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from pipelines.recipes import RECIPES
 ROOT = Path(__file__).resolve().parents[1]
 HOLDOUT_FILE = "holdout_scores.json"  # written by pipelines.train for each member
 REFERENCE = Path("reference") / "model-fp32.onnx"
+OOF_FILE = "oof_scores.json"
 
 
 def log(msg: str) -> None:
@@ -260,7 +261,7 @@ def run(args: argparse.Namespace) -> dict:
         }
         write_manifest(package, raw)
     paths = {str(dataset.samples[i].path.relative_to(dataset.root)): s for i, s in oof.items()}
-    (out / "oof_scores.json").write_text(json.dumps(paths, indent=0), encoding="utf-8")
+    (out / OOF_FILE).write_text(json.dumps(paths, indent=0), encoding="utf-8")
     report = {
         "recipe": args.recipe,
         **record,
@@ -271,7 +272,7 @@ def run(args: argparse.Namespace) -> dict:
     }
     (out / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     if args.ship:
-        ship(package, fp32_pkg, Path(args.ship))
+        ship(package, fp32_pkg, out / OOF_FILE, Path(args.ship))
     log(
         f"cross-fit {args.recipe}: OOF AUROC fp32 {record['oof_auroc_fp32']}"
         + (f" int8 {record.get('oof_auroc_int8')}" if args.quantize else "")
@@ -280,13 +281,19 @@ def run(args: argparse.Namespace) -> dict:
     return report
 
 
-def ship(package: Path, fp32: Path, dest: Path) -> None:
-    """Copy the package to `dest` and the merged FP32 graph to dest/reference/model-fp32.onnx."""
+def ship(package: Path, fp32: Path, oof: Path, dest: Path) -> None:
+    """Copy the package to `dest`; the merged FP32 graph and the OOF scores to dest/reference/.
+
+    The OOF scores travel with the package because tier 1's ladder band is chosen on held-out
+    tier-2 scores of the val images (`pipelines.ladder --tier2-scores`), and the cross-fit
+    package's own val scores are in-sample.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     for f in ("model.onnx", MANIFEST_FILE):
         shutil.copyfile(package / f, dest / f)
     (dest / REFERENCE).parent.mkdir(exist_ok=True)
     shutil.copyfile(fp32 / "model.onnx", dest / REFERENCE)
+    shutil.copyfile(oof, dest / REFERENCE.parent / OOF_FILE)
     load_package(dest)
 
 

@@ -130,3 +130,24 @@ def test_set_overrides_any_known_key_and_rejects_unknown(capsys: pytest.CaptureF
     with pytest.raises(SystemExit):
         parse_args(["--recipe", "mt-tier2", "--data", "x", "--set", "nonsense=1"])
     assert "known key" in capsys.readouterr().err
+
+
+def test_ladder_band_uses_the_out_of_fold_scores_of_a_crossfit_tier2(
+    crossfit: tuple[dict, Path, Path], tmp_path: Path
+):
+    from pipelines import ladder, train
+
+    _, root, data = crossfit
+    tier1 = tmp_path / "tier1"
+    argv = ["--data", str(data), "--arch", "tiny", "--out", str(tier1), "--name", "t1"]
+    argv += ["--size", "48", "48", "--epochs", "1", "--batch", "4", "--threads", "1"]
+    assert train.main([*argv, "--split-seed", "20240"]) == 0
+    tiers = f"{tier1},{root / 'ship'}"
+    with pytest.raises(SystemExit, match="in-sample"):
+        ladder.main(["--ladder", tiers, "--data", str(data)])
+    held = root / "ship" / "reference" / "oof_scores.json"
+    assert ladder.main(["--ladder", tiers, "--data", str(data), "--tier2-scores", str(held)]) == 0
+    m1 = load_package(tier1).manifest
+    assert m1.model_extra["ladder"]["tier2_scores"] == f"held-out scores from {held}"
+    lo, hi = m1.uncertain_band
+    assert lo <= m1.threshold <= hi
