@@ -379,6 +379,9 @@ def train(cfg: dict[str, Any]) -> Path:
     mean, std = float(xtr.mean()), float(xtr.std() + 1e-3)
     net.norm.mean.fill_(mean)
     net.norm.std.fill_(std)
+    if cfg.get("channels_last"):
+        # NHWC activations: measured ~20-30% faster convolutions on this CPU (one thread).
+        net = net.to(memory_format=torch.channels_last)
     ema = EMA(net, cfg["ema"])
     opt = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     points = fcos_points(height, width) if arch == "fcos" else None
@@ -454,6 +457,8 @@ def train(cfg: dict[str, Any]) -> Path:
                 y = torch.from_numpy(ytr[idx])
                 if cfg.get("crop"):
                     x, m, y = random_crop(x, m, y, int(cfg["crop"]), gen, cfg["crop_defect_p"])
+                if cfg.get("channels_last"):
+                    x = x.contiguous(memory_format=torch.channels_last)
                 out = net(x)
                 if arch == "tiny":
                     loss = F.cross_entropy(out["logits"], y, weight=class_w)
@@ -812,6 +817,7 @@ def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
         "aspect_jitter": 0.0,
         "crop": None,
         "crop_defect_p": 0.7,
+        "channels_last": False,
     }
     if args.recipe:
         cfg.update(RECIPES[args.recipe])

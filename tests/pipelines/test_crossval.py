@@ -41,6 +41,8 @@ def crossfit(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, Path
         "crop=32",
         "--set",
         "eval_every=1",
+        "--set",
+        "channels_last=true",
         "--out",
         str(root / "out"),
         "--ship",
