@@ -3,9 +3,14 @@
 Roles are ordered: viewer < operator < engineer < admin; a principal may do what its role and
 every lower role may do. Passwords are stored as argon2id hashes (argon2-cffi's RFC 9106
 low-memory profile); tokens as sha256 digests (they are long random strings, so a fast hash is
-enough). Nothing here opens transactions except the two helpers meant for the command line
-(`create_token`, `in_transaction`): the console runs the same functions on the store's writer
-thread, inside the writer's transaction.
+enough). Nothing here opens transactions except the helpers meant for the command line
+(`create_token`, `in_transaction`, `run_in_transaction`): the console runs the same functions
+on the store's writer thread, inside the writer's transaction.
+
+A token works until its end: `api_tokens.revoked_ms` is the moment from which it is no longer
+accepted, set in the future at creation for a token that expires (`--expires-days`) and to now
+(or earlier than a later expiry) when it is revoked; NULL means no end. The audit log says
+which of the two ended a token (`token.create` with `expires_ms`, `token.revoke`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ ROLES: tuple[Role, ...] = ("viewer", "operator", "engineer", "admin")
 TOKEN_PREFIX = "apl_"  # noqa: S105 - a prefix, not a secret
 USER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
 PASSWORD_MIN, PASSWORD_MAX = 8, 256
+TOKEN_DAYS_MAX = 3650
 
 _hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory profile
 # Verified against when the user does not exist, so that timing does not reveal names.
@@ -78,33 +84,123 @@ class User:
 # --- API tokens ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """A stored API token (never its hash); `ends_ms`: when it stops being accepted, if ever."""
+
+    id: int
+    name: str
+    role: Role
+    created_ms: int
+    ends_ms: int | None
+
+    def active(self, now: int) -> bool:
+        """Still accepted at `now`."""
+        return self.ends_ms is None or self.ends_ms > now
+
+    def to_json(self, now: int | None = None) -> dict[str, Any]:
+        """For the tokens API: `expires_ms` while active, `ended_ms` once ended (expired or revoked)."""
+        now = now_ms() if now is None else now
+        active = self.active(now)
+        return {
+            "id": self.id,
+            "name": self.name,
+            "role": self.role,
+            "created_ms": self.created_ms,
+            "state": "active" if active else "ended",
+            "expires_ms": self.ends_ms if active else None,
+            "ended_ms": None if active else self.ends_ms,
+        }
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(conn: sqlite3.Connection, name: str, role: Role) -> str:
-    """Store a new token's hash and return the token (shown once, never stored in clear)."""
+def expiry_ms(days: float | None, now: int | None = None) -> int | None:
+    """The end of a token valid for `days` (None: no end); AccountError out of 0 < days <= 3650."""
+    if days is None:
+        return None
+    if not 0 < days <= TOKEN_DAYS_MAX:
+        raise AccountError(f"expiry: more than 0 and at most {TOKEN_DAYS_MAX} days")
+    return (now_ms() if now is None else now) + int(days * 86_400_000)
+
+
+def add_token(
+    conn: sqlite3.Connection, name: str, role: str, *, expires_ms: int | None = None
+) -> tuple[ApiToken, str]:
+    """Store a new token's hash (inside the caller's transaction); the token, shown once."""
+    check_name(name)
+    role = check_role(role)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    created = now_ms()
+    cursor = conn.execute(
+        "INSERT INTO api_tokens (name, role, token_sha256, created_ms, revoked_ms) VALUES (?, ?, ?, ?, ?)",
+        (name, role, _digest(token), created, expires_ms),
+    )
+    return ApiToken(int(cursor.lastrowid or 0), name, role, created, expires_ms), token
+
+
+def create_token(conn: sqlite3.Connection, name: str, role: Role, *, expires_ms: int | None = None) -> str:
+    """`add_token` in its own transaction; returns the token (never stored in clear)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    conn.execute("BEGIN IMMEDIATE")
-    conn.execute(
-        "INSERT INTO api_tokens (name, role, token_sha256, created_ms) VALUES (?, ?, ?, ?)",
-        (name, role, _digest(token), now_ms()),
-    )
-    conn.execute("COMMIT")
-    return token
+    return run_in_transaction(conn, lambda c: add_token(c, name, role, expires_ms=expires_ms))[1]
 
 
 def verify_token(conn: sqlite3.Connection, token: str) -> Principal | None:
-    """The principal a bearer token belongs to, or None."""
+    """The principal a bearer token belongs to, or None (unknown, expired or revoked)."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200 or not token.isascii():
         return None
     row = conn.execute(
-        "SELECT name, role FROM api_tokens WHERE token_sha256 = ? AND revoked_ms IS NULL",
-        (_digest(token),),
+        "SELECT name, role FROM api_tokens WHERE token_sha256 = ? AND (revoked_ms IS NULL OR revoked_ms > ?)",
+        (_digest(token), now_ms()),
     ).fetchone()
     return Principal(row["name"], row["role"], "token") if row else None
+
+
+def list_tokens(conn: sqlite3.Connection) -> list[ApiToken]:
+    """Every token, oldest first (ended ones too: the list is also a record)."""
+    rows = conn.execute(
+        "SELECT id, name, role, created_ms, revoked_ms FROM api_tokens ORDER BY id"
+    ).fetchall()
+    return [_token(row) for row in rows]
+
+
+def find_tokens(conn: sqlite3.Connection, ref: str) -> list[ApiToken]:
+    """The tokens `ref` names: the one with that id when `ref` is one, else every one so named."""
+    if ref.isdecimal() and len(ref) < 19:
+        row = conn.execute(
+            "SELECT id, name, role, created_ms, revoked_ms FROM api_tokens WHERE id = ?", (int(ref),)
+        ).fetchone()
+        if row is not None:
+            return [_token(row)]
+    rows = conn.execute(
+        "SELECT id, name, role, created_ms, revoked_ms FROM api_tokens WHERE name = ? ORDER BY id",
+        (ref,),
+    ).fetchall()
+    return [_token(row) for row in rows]
+
+
+def revoke_tokens(conn: sqlite3.Connection, ref: str) -> list[ApiToken]:
+    """End the active tokens `ref` names (an id, or a name: all its active tokens) now.
+
+    Inside the caller's transaction; returns the tokens revoked. AccountError when `ref` names
+    no token, or only tokens that have already ended.
+    """
+    found = find_tokens(conn, ref)
+    if not found:
+        raise AccountError(f"no token with id or name {ref!r}")
+    now = now_ms()
+    active = [t for t in found if t.active(now)]
+    if not active:
+        raise AccountError(f"token {ref!r} has already ended (expired or revoked)")
+    conn.executemany("UPDATE api_tokens SET revoked_ms = ? WHERE id = ?", [(now, t.id) for t in active])
+    return [ApiToken(t.id, t.name, t.role, t.created_ms, now) for t in active]
+
+
+def _token(row: sqlite3.Row) -> ApiToken:
+    return ApiToken(row["id"], row["name"], row["role"], row["created_ms"], row["revoked_ms"])
 
 
 # --- passwords and users ------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import secrets
 import threading
 import time
 from typing import Any
@@ -67,6 +68,8 @@ class Camera:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._index = 0
+        # Part ids stay unique across restarts even when the clock is set back (no RTC).
+        self._run_token = secrets.token_hex(2)
         self._log = {"line": line_id, "camera": self.id}
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -202,10 +205,13 @@ class Camera:
                 self.corrupt += 1
                 logger.warning("corrupt frame skipped: %s", exc, extra=self._log)
                 continue
+            except BaseException:
+                self._release_slot()  # whatever went wrong, the slot must not stay taken
+                raise
             frame = Frame(
                 line=self.line_id,
                 camera=self.id,
-                part_id=f"{self.id}-{ts_ms}-{self._index}",
+                part_id=f"{self.id}-{ts_ms}-{self._run_token}{self._index}",
                 index=self._index,
                 ts_capture_ms=ts_ms,
                 t_capture=t_mono,

@@ -11,9 +11,13 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from appliance.config import ConfigError, Settings, load_settings
 from appliance.logs import configure_logging
+
+if TYPE_CHECKING:
+    from appliance.auth import ApiToken
 
 logger = logging.getLogger("appliance")
 
@@ -41,7 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     create = token_sub.add_parser("create", help="Create a token; prints it alone on the last line.")
     create.add_argument("name")
     create.add_argument("--role", required=True, choices=["viewer", "operator", "engineer", "admin"])
+    create.add_argument(
+        "--expires-days", type=float, metavar="DAYS", help="Stop accepting it after DAYS (default: never)."
+    )
     create.add_argument("--config", type=Path)
+    listing = token_sub.add_parser("list", help="Every token: id, name, role, created, expiry or end.")
+    listing.add_argument("--config", type=Path)
+    revoke = token_sub.add_parser("revoke", help="Stop accepting a token (by id) or every token of a name.")
+    revoke.add_argument("ref", metavar="NAME|ID")
+    revoke.add_argument("--config", type=Path)
 
     users = sub.add_parser("users", help="Console accounts.")
     users_sub = users.add_subparsers(dest="action", required=True)
@@ -90,29 +102,66 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    """Create an API bearer token."""
-    from appliance.auth import create_token
-    from appliance.store.db import open_store
+    """API bearer tokens: create (printed alone on the last line), list, revoke; audited."""
+    from appliance import audit
+    from appliance.auth import AccountError, add_token, expiry_ms, in_transaction, list_tokens, revoke_tokens
+    from appliance.store.db import StoreError, open_store
 
     settings = _settings(args.config)
     if settings is None:
         return EXIT_CONFIG
-    from appliance import audit
-    from appliance.auth import run_in_transaction
-
-    conn = open_store(settings.db_path)
     try:
-        token = create_token(conn, args.name, args.role)
-        actor = audit.Actor(os.environ.get("SUDO_USER") or os.environ.get("USER") or "cli", "cli", "cli")
-        details = {"role": args.role}
-        run_in_transaction(
-            conn, lambda c: audit.record(c, actor, "token.create", "ok", target=args.name, details=details)
-        )
+        conn = open_store(settings.db_path)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    actor = audit.Actor(os.environ.get("SUDO_USER") or os.environ.get("USER") or "cli", "cli", "cli")
+    try:
+        if args.action == "list":
+            _print_tokens(list_tokens(conn))
+            return EXIT_OK
+        with in_transaction(conn):
+            if args.action == "revoke":
+                revoked = revoke_tokens(conn, args.ref)
+                for t in revoked:
+                    audit.record(conn, actor, "token.revoke", "ok", target=t.name, details={"id": t.id})
+            else:
+                ends = expiry_ms(args.expires_days)
+                made, token = add_token(conn, args.name, args.role, expires_ms=ends)
+                details = {"id": made.id, "role": made.role, "expires_ms": ends}
+                audit.record(conn, actor, "token.create", "ok", target=made.name, details=details)
+    except AccountError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     finally:
         conn.close()
-    print(f"token for {args.name} (role {args.role}); shown once, store it safely:")
+    if args.action == "revoke":
+        for t in revoked:
+            print(f"revoked token {t.id} ({t.name}, role {t.role})")
+        return EXIT_OK
+    until = "never expires" if ends is None else f"expires {_utc(ends)}"
+    print(f"token {made.id} for {made.name} (role {made.role}, {until}); shown once, store it safely:")
     print(token)
     return EXIT_OK
+
+
+def _utc(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ms / 1000))
+
+
+def _print_tokens(tokens: Sequence[ApiToken]) -> None:
+    from appliance.results import now_ms
+
+    now = now_ms()
+    print(f"{'ID':>4}  {'NAME':<24} {'ROLE':<9} {'CREATED':<20} STATE")
+    for t in tokens:
+        if t.ends_ms is None:
+            state = "active"
+        elif t.active(now):
+            state = f"active, expires {_utc(t.ends_ms)}"
+        else:
+            state = f"ended {_utc(t.ends_ms)}"
+        print(f"{t.id:>4}  {t.name:<24} {t.role:<9} {_utc(t.created_ms):<20} {state}")
 
 
 def cmd_users(args: argparse.Namespace) -> int:

@@ -80,12 +80,15 @@ class EventBus:
 
     def raise_alarm(self, key: str, kind: str, message: str, **fields: Any) -> None:
         """Raise alarm `key` (once; repeated raises while it is active are silent)."""
-        with self._lock:
+        placeholder = Event(kind, message, "alarm", fields.get("line"), fields.get("camera"))
+        with self._lock:  # check and claim together: two threads never both raise it
             if key in self._alarms:
                 return
+            self._alarms[key] = placeholder
         event = self.emit(kind, message, "alarm", alarm=key, **fields)
         with self._lock:
-            self._alarms[key] = event
+            if self._alarms.get(key) is placeholder:
+                self._alarms[key] = event
 
     def clear_alarm(self, key: str, kind: str, message: str, **fields: Any) -> None:
         """Clear alarm `key` if active, emitting the recovery event."""

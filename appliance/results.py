@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -90,12 +91,12 @@ class Verdict:
             "ts_publish_ms": None,
             "verdict": self.verdict,
             "defect_class": self.defect_class,
-            "confidence": round(self.confidence, 4),
-            "score": round(self.score, 4),
+            "confidence": _finite(self.confidence, 4),
+            "score": _finite(self.score, 4),
             "tier": self.tier,
             "provisional": self.provisional,
             "defects": [d.to_json() for d in self.defects],
-            "latency_ms": {"inference": round(self.inference_ms, 3), "total": round(self.total_ms, 3)},
+            "latency_ms": {"inference": _finite(self.inference_ms, 3), "total": _finite(self.total_ms, 3)},
             "model": self.model.to_json() if self.model else None,
             "replayed": False,
         }
@@ -104,3 +105,8 @@ class Verdict:
         if self.error:
             payload["error"] = self.error
         return payload
+
+
+def _finite(value: float, digits: int) -> float | None:
+    """Rounded, or None for NaN/infinity (strict JSON consumers reject those literals)."""
+    return round(value, digits) if math.isfinite(value) else None

@@ -7,12 +7,14 @@ so that every frame already grabbed gets its verdict and every verdict is commit
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import queue
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import numpy as np
 
@@ -88,6 +90,7 @@ class Service:
         self.components: dict[str, Component] = {}
         self._observers: list[Callable[[Frame, Verdict], None]] = [self.live.observe]
         self.started_monotonic: float | None = None
+        self._state_lock: IO[str] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -123,6 +126,7 @@ class Service:
             self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ServiceError(f"state dir {self.settings.state_dir}: {exc.strerror}") from exc
+        self._lock_state_dir()
         try:
             self.writer.start()
         except StoreError as exc:
@@ -132,7 +136,11 @@ class Service:
             self.ladders[line.id] = self._build_ladder(line, progress)
         self._restore_backlog()
         self.pool = InferencePool(
-            self.ready, self.ladders, self.profile.inference_workers, self.settings.wedge_after_s
+            self.ready,
+            self.ladders,
+            self.profile.inference_workers,
+            self.settings.wedge_after_s,
+            store_blocked=lambda: self.writer.backpressure_since is not None,
         )
         self.pool.start()
         for line in self.settings.lines:
@@ -173,6 +181,9 @@ class Service:
                 logger.exception("stopping %s failed", name)
         self.writer.stop()
         self.reader.close()
+        if self._state_lock is not None:
+            self._state_lock.close()  # releases the flock
+            self._state_lock = None
         parts = sum(ladder.parts for ladder in self.ladders.values())
         logger.info(
             "stopped: %d parts judged, last seq %d",
@@ -180,6 +191,23 @@ class Service:
             self.writer.last_seq,
             extra={"parts": parts, "last_seq": self.writer.last_seq},
         )
+
+    def _lock_state_dir(self) -> None:
+        """One service per state dir: a second one would share the outbox and its `seq`."""
+        path = self.settings.state_dir / ".lock"
+        handle = path.open("a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            handle.close()
+            raise ServiceError(
+                f"another appliance is already running on {self.settings.state_dir} (lock {path} is held)"
+            ) from exc
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._state_lock = handle
 
     # --- building -------------------------------------------------------------------------
 
@@ -238,8 +266,11 @@ class Service:
         conn = open_store(self.settings.db_path)
         try:
             escalations, orphans = self.pending.load(conn)
+            swept = self.pending.sweep(conn)
         finally:
             conn.close()
+        if swept:
+            logger.info("removed %d kept frame(s) no escalation refers to", swept)
         for escalation in escalations:
             ladder = self.ladders.get(escalation.frame.line)
             if ladder is None or escalation.next_tier > len(ladder.tiers):

@@ -6,6 +6,7 @@
   (blowholes, cracks, breaks) and scores a frame by its strongest mark.
 - ``darkness``: score = 1 - mean / 255, to make two tiers disagree on purpose.
 - ``slow``: like ``brightness`` but burns a fixed amount of compute per frame (deadline tests).
+- ``boxes``: a detector with two fixed boxes, the first scored mean / 255, the second 0.1.
 
 Their manifests say ``synthetic: true``. Needs the `onnx` package (the `dev`/`train` extras).
 
@@ -105,6 +106,35 @@ def _graph_darkspot(size: int) -> Any:
     )
 
 
+def _graph_boxes(size: int) -> Any:
+    onnx = _onnx()
+    h = onnx.helper
+    boxes = np.array([[[0.1, 0.1, 0.4, 0.4], [0.6, 0.6, 0.9, 0.9]]], np.float32)
+    nodes = [
+        h.make_node("ReduceMean", ["image"], ["mean"], keepdims=1, axes=[1, 2, 3]),  # [N,1,1,1]
+        h.make_node("Mul", ["mean", "inv255"], ["bright"]),
+        h.make_node("Reshape", ["bright", "shape"], ["first"]),  # [1,1,1]
+        h.make_node("Concat", ["first", "weak"], ["scores"], axis=1),  # [1,2,1]
+        h.make_node("Identity", ["fixed_boxes"], ["boxes"]),
+    ]
+    inits = [
+        onnx.numpy_helper.from_array(np.array(1 / 255, np.float32), "inv255"),
+        onnx.numpy_helper.from_array(np.array([1, 1, 1], np.int64), "shape"),
+        onnx.numpy_helper.from_array(np.full((1, 1, 1), 0.1, np.float32), "weak"),
+        onnx.numpy_helper.from_array(boxes, "fixed_boxes"),
+    ]
+    return h.make_graph(
+        nodes,
+        "boxes",
+        [h.make_tensor_value_info("image", onnx.TensorProto.FLOAT, [1, 1, size, size])],
+        [
+            h.make_tensor_value_info("boxes", onnx.TensorProto.FLOAT, [1, 2, 4]),
+            h.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, [1, 2, 1]),
+        ],
+        inits,
+    )
+
+
 def build_package(
     out: Path,
     kind: str = "brightness",
@@ -128,6 +158,8 @@ def build_package(
         graph, model_kind = _graph_brightness(size, work=work), "classification"
     elif kind == "darkspot":
         graph, model_kind = _graph_darkspot(size), "segmentation"
+    elif kind == "boxes":
+        graph, model_kind = _graph_boxes(size), "detection"
     else:
         raise ValueError(f"unknown synthetic kind {kind!r}")
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
@@ -142,8 +174,9 @@ def build_package(
             "version": version,
             "kind": model_kind,
             "input": {"name": "image", "width": size, "height": size, "channels": 1, "color": "gray"},
-            "labels": ["good", "defect"],
+            "labels": ["defect"] if model_kind == "detection" else ["good", "defect"],
             "threshold": threshold,
+            "min_box_score": 0.05,
             "uncertain_band": list(band),
             "synthetic": True,
             "provenance": {"builder": "pipelines.synthetic", "kind": kind},
@@ -155,7 +188,9 @@ def build_package(
 def main(argv: list[str] | None = None) -> int:
     """Command line: build one synthetic package."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kind", choices=["brightness", "darkness", "darkspot", "slow"], default="darkspot")
+    parser.add_argument(
+        "--kind", choices=["brightness", "darkness", "darkspot", "slow", "boxes"], default="darkspot"
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--size", type=int, default=128)
     args = parser.parse_args(argv)

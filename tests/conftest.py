@@ -29,6 +29,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_package(root / "slow2", "slow", size=32, band=(0.45, 0.55), work=768)
     build_package(root / "inverse2", "darkness", size=32, band=(0.45, 0.55))
     build_package(root / "dark", "darkspot", size=64)
+    build_package(root / "boxes", "boxes", size=32)
     return root
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +17,14 @@ from appliance.auth import (
     authenticate,
     count_admins,
     create_token,
+    expiry_ms,
+    find_tokens,
     get_user,
     in_transaction,
+    list_tokens,
     list_users,
+    revoke_tokens,
+    run_in_transaction,
     update_user,
     verify_token,
 )
@@ -108,3 +114,29 @@ def test_tokens(conn: sqlite3.Connection) -> None:
     assert verify_token(conn, "apl_\u00e9") is None
     stored = conn.execute("SELECT token_sha256 FROM api_tokens").fetchone()[0]
     assert token not in stored
+
+
+def test_token_expiry_and_revocation(conn: sqlite3.Connection) -> None:
+    lasting = create_token(conn, "mes", "viewer")
+    soon = create_token(conn, "scada", "operator", expires_ms=expiry_ms(0.5 / 86_400))  # 0.5 s
+    past = create_token(conn, "old", "viewer", expires_ms=1)  # long expired
+    assert verify_token(conn, soon) == Principal("scada", "operator", "token")
+    assert verify_token(conn, past) is None
+    time.sleep(0.6)
+    assert verify_token(conn, soon) is None  # expired by now
+    assert verify_token(conn, lasting) is not None
+    states = {t.name: t.to_json()["state"] for t in list_tokens(conn)}
+    assert states == {"mes": "active", "scada": "ended", "old": "ended"}
+    revoked = run_in_transaction(conn, lambda c: revoke_tokens(c, "mes"))
+    assert [t.name for t in revoked] == ["mes"] and verify_token(conn, lasting) is None
+    assert revoked[0].to_json()["ended_ms"] is not None
+    with pytest.raises(AccountError, match="already ended"):
+        run_in_transaction(conn, lambda c: revoke_tokens(c, "1"))
+    with pytest.raises(AccountError, match="no token"):
+        run_in_transaction(conn, lambda c: revoke_tokens(c, "99"))
+    assert [t.id for t in find_tokens(conn, "2")] == [2] and find_tokens(conn, "nobody") == []
+    for days in (0, -1, 3651):
+        with pytest.raises(AccountError):
+            expiry_ms(days)
+    with pytest.raises(AccountError):
+        create_token(conn, "bad name!", "viewer")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -138,3 +139,41 @@ def test_a_camera_that_never_opens_keeps_trying_without_stopping_anything() -> N
         camera.stop()
         camera.join(2)
     assert camera.state == "stopped"
+
+
+def test_a_decoder_that_raises_does_not_keep_the_slot(caplog: pytest.LogCaptureFixture) -> None:
+    source = FakeSource(fps=200, crash_every=4)
+    camera, ready, _ = make_camera(source)
+    camera.start()
+    try:
+        frames = consume(camera, ready, 12)
+    finally:
+        camera.stop()
+        camera.join()
+    assert len(frames) == 12, "frames keep flowing after decoder errors"
+    assert camera.reconnects >= 1
+    for record in caplog.records:
+        record.expected = True  # the decoder's traceback is logged on purpose
+
+
+def test_an_undecodable_file_of_any_format_is_counted_as_corrupt(tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    from hardware.sources.base import CorruptFrame
+    from hardware.sources.folder import FolderSource
+
+    (tmp_path / "empty.bmp").write_bytes(b"")
+    (tmp_path / "junk.tif").write_bytes(b"II*\x00 not really a tiff")
+    cv2.imwrite(str(tmp_path / "ok.png"), np.zeros((4, 4), np.uint8))
+    source = FolderSource(tmp_path, loop=False)
+    source.open()
+    outcomes = []
+    for _ in range(3):
+        source.grab()
+        try:
+            source.retrieve()
+            outcomes.append("ok")
+        except CorruptFrame:
+            outcomes.append("corrupt")
+    assert sorted(outcomes) == ["corrupt", "corrupt", "ok"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from appliance import audit
-from appliance.auth import authenticate
+from appliance.auth import authenticate, verify_token
 from appliance.cli import main
 from appliance.store.db import open_store
 
@@ -81,5 +81,61 @@ def test_token_creation_is_audited(config: Path, capsys: pytest.CaptureFixture[s
         entry = audit.entries(conn)[0]
     finally:
         conn.close()
-    assert (entry["action"], entry["target"], entry["details"]) == ("token.create", "mes", {"role": "viewer"})
+    assert (entry["action"], entry["target"], entry["details"]) == (
+        "token.create",
+        "mes",
+        {"id": 1, "role": "viewer", "expires_ms": None},
+    )
     assert token not in str(entry)
+
+
+def token_cli(config: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["token", *args, "--config", str(config)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_token_list_revoke_and_expiry(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = token_cli(config, capsys, "create", "mes", "--role", "viewer", "--expires-days", "30")
+    assert code == 0 and "expires 20" in out
+    mes = out.strip().splitlines()[-1]
+    assert mes.startswith("apl_")  # the token alone on the last line, as before
+    _, out, _ = token_cli(config, capsys, "create", "scada", "--role", "operator")
+    scada1 = out.strip().splitlines()[-1]
+    _, out, _ = token_cli(config, capsys, "create", "scada", "--role", "operator")  # a rotation
+    scada2 = out.strip().splitlines()[-1]
+    code, out, _ = token_cli(config, capsys, "list")
+    assert code == 0 and mes not in out and scada1 not in out  # never a secret
+    rows = out.strip().splitlines()[1:]
+    assert [r.split()[:3] for r in rows] == [
+        ["1", "mes", "viewer"],
+        ["2", "scada", "operator"],
+        ["3", "scada", "operator"],
+    ]
+    assert "active, expires" in rows[0] and rows[1].endswith("active")
+
+    conn = open_store(config.parent / "state" / "appliance.db")
+    try:
+        assert verify_token(conn, scada1) is not None
+        assert token_cli(config, capsys, "revoke", "2")[0] == 0  # by id: the old one only
+        assert verify_token(conn, scada1) is None and verify_token(conn, scada2) is not None
+        code, out, _ = token_cli(config, capsys, "revoke", "scada")  # by name: every active one
+        assert code == 0 and out.strip() == "revoked token 3 (scada, role operator)"
+        assert verify_token(conn, scada2) is None and verify_token(conn, mes) is not None
+        code, _, err = token_cli(config, capsys, "revoke", "scada")
+        assert code == 1 and "already ended" in err
+        code, _, err = token_cli(config, capsys, "revoke", "nobody")
+        assert code == 1 and "no token" in err
+        code, _, err = token_cli(config, capsys, "create", "x", "--role", "viewer", "--expires-days", "0")
+        assert code == 1 and "expiry" in err
+        revokes = [e for e in audit.entries(conn) if e["action"] == "token.revoke"]
+        assert [(e["target"], e["details"]["id"], e["actor_kind"]) for e in revokes] == [
+            ("scada", 3, "cli"),
+            ("scada", 2, "cli"),
+        ]
+        created = next(e for e in audit.entries(conn) if e["target"] == "mes")
+        assert created["details"]["expires_ms"] > created["ts_ms"] + 29 * 86_400_000
+    finally:
+        conn.close()
+    _, out, _ = token_cli(config, capsys, "list")
+    assert "ended" in out.splitlines()[2] and "ended" in out.splitlines()[3]

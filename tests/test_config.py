@@ -172,3 +172,10 @@ def test_relative_paths_anywhere_in_the_file_are_relative_to_it(tmp_path: Path) 
     settings = load_settings(write(tmp_path, text))
     assert settings.lines[0].cameras[0].source.path == (tmp_path / "parts").resolve()
     assert settings.mqtt.password_file == (tmp_path / "secrets" / "mqtt").resolve()
+
+
+@pytest.mark.parametrize("key", ["_env_prefix", "_env_file", "_secrets_dir", "_cli_parse_args"])
+def test_pydantic_settings_instructions_are_refused_as_unknown_keys(tmp_path: Path, key: str) -> None:
+    text = f'{key} = "X_"\n' + GOOD
+    with pytest.raises(ConfigError, match=f"{key}: unknown key"):
+        load_settings(write(tmp_path, text))

@@ -133,3 +133,49 @@ source = {{ kind = "folder", path = "{frames}", fps = 100 }}
         assert revisions[-1]["provisional"] is False, f"{part} was forgotten across the crash"
         assert revisions[-1]["refinement"] in {"confirmed", "changed", "unrefined"}
     assert any(by_part[p][-1]["refinement"] != "unrefined" for p in open_before)
+
+
+def test_a_second_service_on_the_same_state_dir_is_refused(make_settings: Callable[..., Settings]) -> None:
+    from appliance.service import ServiceError
+
+    settings = make_settings()
+    settings.web.enabled = False
+    first = Service(settings)
+    first.start()
+    try:
+        second = Service(settings)
+        with pytest.raises(ServiceError, match="another appliance is already running"):
+            second.start()
+    finally:
+        first.stop()
+    again = Service(settings)  # the lock goes with the service that held it
+    again.start()
+    again.stop()
+
+
+def test_workers_waiting_for_a_full_store_are_blocked_not_wedged(
+    make_settings: Callable[..., Settings],
+) -> None:
+    import threading
+
+    settings = make_settings(
+        source={"kind": "simulator", "fps": 200, "width": 64, "height": 64},
+        wedge_after_s=0.5,
+        store={"queue_size": 16},
+    )
+    settings.web.enabled = False
+    service = Service(settings)
+    service.start()
+    gate = threading.Event()
+    try:
+        service.writer.call(lambda conn: gate.wait(20))  # the disk "hangs": the writer waits
+        wait_for(lambda: service.writer.backpressure_since is not None, timeout=10)
+        time.sleep(1.0)  # longer than wedge_after_s: the workers are stuck in put()
+        assert service.loops_alive()["inference"], "blocked on the store is not a wedge"
+        gate.set()
+        wait_for(lambda: service.writer.backpressure_since is None, timeout=10)
+    finally:
+        gate.set()
+        service.stop()
+    rows = results(settings.db_path)
+    assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))

@@ -31,7 +31,7 @@ from appliance.config.errors import describe_errors
 from appliance.config.lines import LineConfig, TierConfig
 from appliance.config.mqtt import HomeAssistantConfig, MqttConfig, SparkplugConfig
 from appliance.config.services import StoreConfig, WebConfig
-from appliance.config.settings import Settings, load_settings
+from appliance.config.settings import PrivateKeyError, Settings, load_settings, settings_from
 from appliance.config.sync import (
     ClassesConfig,
     HardCasesConfig,
@@ -44,6 +44,8 @@ from appliance.config.sync import (
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "PrivateKeyError",
+    "settings_from",
     "ID_PATTERN",
     "REPO_ROOT",
     "CameraConfig",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -87,6 +87,23 @@ class Settings(BaseSettings):
         return self.state_dir / "appliance.db"
 
 
+class PrivateKeyError(ValueError):
+    """A key pydantic-settings would take as an instruction (`_env_prefix`, `_env_file`...)."""
+
+
+def settings_from(data: dict[str, Any]) -> Settings:
+    """Validate a parsed config file (the only way a config tree becomes Settings).
+
+    `BaseSettings` takes keyword arguments starting with `_` as instructions to itself: a file
+    saying `_env_prefix = "X_"` would switch every environment override off, `_env_file` would
+    read another file. Such keys are refused like any unknown key.
+    """
+    private = sorted(key for key in data if key.startswith("_"))
+    if private:
+        raise PrivateKeyError(f"{', '.join(private)}: unknown key (not allowed here; check the spelling)")
+    return Settings(**data)
+
+
 def load_settings(path: Path | None = None) -> Settings:
     """Read `path` (or $APPLIANCE_CONFIG, or the embedded default) and apply env overrides.
 
@@ -105,9 +122,11 @@ def load_settings(path: Path | None = None) -> Settings:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
     try:
-        settings = Settings(**data)
+        settings = settings_from(data)
     except ValidationError as exc:
         raise ConfigError(describe_errors(source, text, exc)) from exc
+    except PrivateKeyError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
     file_base = Path.cwd() if path is None else source.resolve().parent
     _resolve_paths(settings, file_base, ())
     return settings

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from appliance.inference.runtime import Inference, ModelRunner
+from appliance.inference.runtime import Defect, Inference, ModelRunner
 from appliance.results import Frame, ModelRef, Verdict
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,9 @@ class PendingStore(Protocol):
     """Persistence of deferred escalations (image + row), so they survive a crash."""
 
     def save_op(self, escalation: Escalation) -> Callable[[Any], None]: ...
+    def write_image(self, escalation: Escalation) -> None: ...
     def delete_op(self, part_id: str) -> Callable[[Any], None]: ...
+    def discard(self, part_id: str) -> None: ...
 
 
 class Ewma:
@@ -259,6 +261,8 @@ class Ladder:
             with self._lock:
                 self.deadline_missed += 1
         self._publish(frame, provisional, also)
+        if self._pending:
+            self._pending.write_image(escalation)  # after the line has its answer
         evicted = None
         with self._lock:
             self.deferred += 1
@@ -320,25 +324,25 @@ class Ladder:
         self._agreement(tier_pos - 1, previous, verdict)
         self._count(tier_pos, verdict)
         more = tier_pos + 1 < len(self.tiers) and tier.in_band(answer.score)
-        if more:
-            with self._lock:
-                self.stats[tier_pos].escalated += 1
-                self._backlog.append(
-                    Escalation(escalation.frame, escalation.next_tier + 1, replace(verdict, provisional=True))
-                )
         refinement = "confirmed" if verdict.verdict == previous.verdict else "changed"
         verdict = replace(verdict, provisional=more, total_ms=_since(escalation.frame), refinement=refinement)
+        # The next step is built here and becomes visible to other workers only after this
+        # revision is handed to the store, so revisions of one part stay in order.
+        follow_up = Escalation(escalation.frame, escalation.next_tier + 1, verdict) if more else None
         also = None
         if self._pending:
-            also = (
-                self._pending.save_op(self._backlog[-1])
-                if more
-                else self._pending.delete_op(escalation.frame.part_id)
-            )
+            part_id = escalation.frame.part_id
+            also = self._pending.save_op(follow_up) if follow_up else self._pending.delete_op(part_id)
         self._publish(escalation.frame, verdict, also)
-        if not more:
-            self._resolved(escalation)
-            self._offer_if_unsure(escalation.frame, verdict, tier_pos, answer.score)
+        if follow_up is not None:
+            with self._lock:
+                self.stats[tier_pos].escalated += 1
+                self._backlog.append(follow_up)
+            return True
+        if self._pending:
+            self._pending.discard(escalation.frame.part_id)
+        self._resolved(escalation)
+        self._offer_if_unsure(escalation.frame, verdict, tier_pos, answer.score)
         return True
 
     def resume(self, escalation: Escalation) -> None:
@@ -352,6 +356,8 @@ class Ladder:
         final = replace(last, revision=last.revision + 1, provisional=False, refinement="unrefined")
         also = self._pending.delete_op(last.part_id) if self._pending else None
         self._emit(final, also)
+        if self._pending:
+            self._pending.discard(last.part_id)
         with self._lock:
             self.refined += 1
 
@@ -367,6 +373,8 @@ class Ladder:
         )
         also = self._pending.delete_op(escalation.frame.part_id) if self._pending else None
         self._publish(escalation.frame, final, also)
+        if self._pending:
+            self._pending.discard(escalation.frame.part_id)
         self._resolved(escalation)
 
     def _resolved(self, escalation: Escalation) -> None:
@@ -401,7 +409,7 @@ class Ladder:
             score=answer.score,
             tier=tier.index,
             provisional=False,
-            defects=answer.defects if failing else (),
+            defects=_reported_defects(tier, answer, failing),
             inference_ms=inference_ms,
             total_ms=_since(frame),
             model=tier.model,
@@ -503,6 +511,17 @@ class Ladder:
                 "cloud_tier": self.cloud,
                 "tiers": tiers,
             }
+
+
+def _reported_defects(tier: LocalTier, answer: Inference, failing: bool) -> tuple[Defect, ...]:
+    """The regions a verdict reports: none for a pass; for detectors only boxes at or above the
+    decision threshold (the runtime keeps weaker candidates for evaluation, not for the line)."""
+    if not failing:
+        return ()
+    manifest = tier.runner.manifest
+    if manifest.kind == "detection":
+        return tuple(d for d in answer.defects if d.confidence >= manifest.threshold)
+    return answer.defects
 
 
 def _since(frame: Frame) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -29,12 +30,14 @@ class PendingRefinements:
         return self.folder / f"{part_id}.png"
 
     def save_op(self, escalation: Escalation) -> Callable[[sqlite3.Connection], None]:
-        """Write the image now; return the op that records the row in the verdict's transaction."""
+        """The op that records the escalation in the provisional verdict's own transaction.
+
+        Only the row: the image is written after the verdict has gone out (`write_image`), so the
+        line never waits for a PNG. A crash in between leaves a row without its image, which the
+        restart closes as `unrefined`.
+        """
         frame, last = escalation.frame, escalation.last
-        path = self._path(frame.part_id)
-        if not path.exists():
-            # Lossless and fast: the later tier must see exactly what the first one saw.
-            cv2.imwrite(str(path), frame.image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        name = self._path(frame.part_id).name
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -51,22 +54,51 @@ class PendingRefinements:
                     last.revision,
                     last.verdict,
                     last.score,
-                    path.name,
+                    name,
                     now_ms(),
                 ),
             )
 
         return op
 
+    def write_image(self, escalation: Escalation) -> None:
+        """Keep the frame for a refinement after a restart (lossless: the later tier must see
+        exactly what the first one saw)."""
+        path = self._path(escalation.frame.part_id)
+        if path.exists():
+            return
+        try:
+            cv2.imwrite(str(path), escalation.frame.image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        except (OSError, cv2.error) as exc:
+            logger.error(
+                "cannot keep the frame of part %s for its refinement: %s", escalation.frame.part_id, exc
+            )
+
     def delete_op(self, part_id: str) -> Callable[[sqlite3.Connection], None]:
-        """The op that forgets a resolved escalation (row and image)."""
-        path = self._path(part_id)
+        """The op that forgets a resolved escalation's row (`discard` removes its image)."""
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM pending_refinements WHERE part_id = ?", (part_id,))
-            path.unlink(missing_ok=True)
 
         return op
+
+    def discard(self, part_id: str) -> None:
+        """Remove a resolved escalation's image (after its final verdict went out)."""
+        try:
+            self._path(part_id).unlink(missing_ok=True)
+        except OSError as exc:
+            logger.warning("cannot remove the kept frame of part %s: %s", part_id, exc)
+
+    def sweep(self, conn: sqlite3.Connection) -> int:
+        """Remove kept frames no escalation refers to any more (left by a crash); how many."""
+        wanted = {row[0] for row in conn.execute("SELECT image_path FROM pending_refinements")}
+        removed = 0
+        for path in self.folder.glob("*.png"):
+            if path.name not in wanted:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed += 1
+        return removed
 
     def load(self, conn: sqlite3.Connection) -> tuple[list[Escalation], list[Verdict]]:
         """Escalations persisted before a restart, oldest first; and verdicts whose image is gone."""

@@ -7,6 +7,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from appliance.capture import ReadyQueue
@@ -20,12 +21,20 @@ class InferencePool:
     """`workers` threads sharing the cameras' ready queue and the lines' ladders."""
 
     def __init__(
-        self, ready: ReadyQueue, ladders: dict[str, Ladder], workers: int, wedge_after_s: float = 30.0
+        self,
+        ready: ReadyQueue,
+        ladders: dict[str, Ladder],
+        workers: int,
+        wedge_after_s: float = 30.0,
+        store_blocked: Callable[[], bool] = lambda: False,
     ) -> None:
         self.ready = ready
         self.ladders = ladders
         self.workers = workers
         self.wedge_after_s = wedge_after_s
+        # A worker waiting for a full outbox queue (slow or full disk) is blocked, not wedged:
+        # restarting the service would lose what waits in memory and cure nothing.
+        self.store_blocked = store_blocked
         self.frames = RateCounter()
         self.failures = 0
         self._stop = threading.Event()
@@ -54,13 +63,17 @@ class InferencePool:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.1, deadline - time.monotonic()))
+        stuck = [t.name for t in self._threads if t.is_alive()]
+        if stuck:
+            logger.error("inference workers still busy after %.0f s at stop: %s", timeout, ", ".join(stuck))
 
     @property
     def alive(self) -> bool:
         """Every worker thread runs and none has been stuck on one frame too long."""
         now = time.monotonic()
+        blocked = self.store_blocked()
         return bool(self._threads) and all(
-            t.is_alive() and now - beat < self.wedge_after_s
+            t.is_alive() and (blocked or now - beat < self.wedge_after_s)
             for t, beat in zip(self._threads, self._beats, strict=True)
         )
 
@@ -72,7 +85,13 @@ class InferencePool:
             except queue.Empty:
                 if self._stop.is_set():
                     return
-                if self._refine_one():
+                try:
+                    refined = self._refine_one()
+                except Exception:  # thread boundary: a failed refinement must not stop the worker
+                    self.failures += 1
+                    logger.exception("inference worker failed on a refinement")
+                    refined = False
+                if refined:
                     continue
                 try:
                     camera, frame = self.ready.get(timeout=0.1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,10 @@ from appliance.inference.package import ModelPackage, ModelPackageError
 logger = logging.getLogger(__name__)
 
 
+class ModelOutputError(Exception):
+    """The model answered something no verdict can be made of (NaN, infinity)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Defect:
     """One defect region: class, confidence and box (x1, y1, x2, y2) in frame pixels."""
@@ -25,7 +30,8 @@ class Defect:
 
     def to_json(self) -> dict[str, Any]:
         """The `defects[]` entry of the result payload."""
-        return {"class": self.cls, "confidence": round(self.confidence, 4), "bbox": list(self.bbox)}
+        confidence = round(self.confidence, 4) if math.isfinite(self.confidence) else None
+        return {"class": self.cls, "confidence": confidence, "bbox": list(self.bbox)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +147,9 @@ class ModelRunner:
 
     def _scored(self, named: dict[str, np.ndarray], width: int, height: int, compute_ms: float) -> Inference:
         score = float(np.asarray(named["score"]).reshape(-1)[0])
+        if not math.isfinite(score):
+            # NaN compares false with every threshold: it would pass the part. Fail closed.
+            raise ModelOutputError(f"{self.manifest.name} returned a non-finite score ({score})")
         defect_map = named.get("defect_map")
         small_map = (
             None
@@ -172,6 +181,8 @@ class ModelRunner:
     ) -> Inference:
         boxes = np.asarray(named["boxes"])[0]
         scores = np.asarray(named["scores"])[0]
+        if not (np.isfinite(scores).all() and np.isfinite(boxes).all()):
+            raise ModelOutputError(f"{self.manifest.name} returned non-finite boxes or scores")
         defects = nms_per_class(
             boxes,
             scores,

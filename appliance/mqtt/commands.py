@@ -5,7 +5,9 @@ A command is `{"cmd_id": "...", "ts_ms": 1700000000000, "args": {...}}` on
 commands). Every command gets acks on `{prefix}/{node}/ack`: `accepted` then `done` or `failed`,
 or a single `failed` when it is refused. In order:
 
-1. not JSON, not an object, no usable `cmd_id` -> `failed` (with `cmd_id: null` when there is none);
+0. larger than `_MAX_PAYLOAD` bytes -> `failed` at once, never parsed;
+1. not JSON (or nested too deep to parse), not an object, no usable `cmd_id` -> `failed` (with
+   the `cmd_id` when one can be read, else `cmd_id: null`);
 2. delivered as a retained message -> ignored: `failed` once for an unknown `cmd_id`, silence
    for one already handled (a retained leftover must never act again);
 3. `cmd_id` seen before -> the stored ack is sent again (`duplicate: true`), nothing runs;
@@ -16,6 +18,12 @@ or a single `failed` when it is refused. In order:
 
 Every ack is stored with its command (dedupe window: `_KEEP_DAYS`), so a redelivery, or the
 same command sent twice by a SCADA retry, is answered with the outcome and never run twice.
+
+Nothing goes unanswered: a command whose handling raises anything unexpected gets `failed`
+(`internal error: ...`, stored so that a redelivery is told the same). When the store does not
+answer within `store_timeout_s` before the command ran, it gets `failed` ("store busy", not
+run; send it again with a new `cmd_id`); once it ran, its real outcome is sent even if storing
+that outcome is still waiting for the store.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -36,12 +45,15 @@ from appliance.control import Controller, Outcome
 from appliance.mqtt.client import MqttLink
 from appliance.mqtt.topics import CommandTopic, Topics
 from appliance.results import now_ms
-from appliance.store.writer import StoreWriter
+from appliance.store.writer import StoreWriter, WriterFailed
 
 logger = logging.getLogger(__name__)
 
 _KEEP_DAYS = 7
 _QUEUE = 64
+_MAX_PAYLOAD = 64 * 1024  # a command is a few hundred bytes; anything this large is refused unread
+_STORE_TIMEOUT_S = 30.0
+_CMD_ID = re.compile(rb'"cmd_id"\s*:\s*"([\x21\x23-\x5b\x5d-\x7e]{1,128})"')
 ACK_SCHEMA = "vision.ack/1"
 
 
@@ -142,8 +154,15 @@ class CommandHandler:
         self.duplicates = 0
         self.ignored_retained = 0
         self.stale = 0
+        self.store_timeouts = 0
+        self.internal_errors = 0
+        self.store_timeout_s = _STORE_TIMEOUT_S
         self.last_error: str | None = None
         self.heartbeat = time.monotonic()
+        # the command being handled (command thread): what an unexpected failure must answer
+        self._cmd_id: str | None = None
+        self._ran = False
+        self._answered = False
 
     def start(self) -> None:
         """Start the command thread."""
@@ -167,6 +186,14 @@ class CommandHandler:
         if where is None:
             return
         self.received += 1
+        if len(payload) > _MAX_PAYLOAD:
+            self.failed += 1
+            self.last_error = f"too large: {len(payload)} bytes (limit {_MAX_PAYLOAD})"
+            logger.warning(
+                "command refused on %s: %s", where.name, self.last_error, extra={"line": where.line}
+            )
+            self._send(_ack(_scan_cmd_id(payload), where, "failed", f"malformed: {self.last_error}"))
+            return
         item = Incoming(topic, where, payload, retained, expiry_s, time.monotonic())
         try:
             self._queue.put_nowait(item)
@@ -185,19 +212,54 @@ class CommandHandler:
             except queue.Empty:
                 self._prune()
                 continue
+            self._cmd_id, self._ran, self._answered = None, False, False
             try:
                 self._handle(item)
             except Exception as exc:  # thread boundary: one bad command must not stop the rest
-                self.failed += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                logger.exception("command on %s failed", item.topic)
+                self._unexpected(item, exc)
+
+    def _unexpected(self, item: Incoming, exc: Exception) -> None:
+        """Answer a command whose handling raised: `failed`, stored when it was recorded."""
+        self.failed += 1
+        cmd_id, where = self._cmd_id, item.where
+        if isinstance(exc, TimeoutError) and not self._ran:
+            self.store_timeouts += 1
+            reason = (
+                f"store busy: no answer within {self.store_timeout_s:.0f} s; not run, "
+                "send it again with a new cmd_id"
+            )
+            logger.warning(
+                "command %s %s not run: %s", where.name, cmd_id, reason, extra={"line": where.line}
+            )
+        else:
+            self.internal_errors += 1
+            reason = f"internal error: {type(exc).__name__}: {exc}"[:500]
+            if self._ran:
+                reason += " (after the command ran)"
+            logger.error(
+                "command %s %s failed: %s",
+                where.name,
+                cmd_id,
+                reason,
+                exc_info=exc,
+                extra={"line": where.line},
+            )
+        self.last_error = reason
+        if self._answered:
+            return  # its final ack went out; what failed came after
+        ack = _ack(cmd_id, where, "failed", reason)
+        if cmd_id is not None:
+            # Queued behind the insert (which may still be waiting): a redelivery gets this ack.
+            self.writer.call(_record_failure(cmd_id, ack))
+        self._send(ack)
 
     def _handle(self, item: Incoming) -> None:
         where = item.where
         try:
             data = json.loads(item.payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return self._refuse(None, where, f"malformed: not JSON ({exc})")
+        except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, or nested too deep
+            why = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
+            return self._refuse(_scan_cmd_id(item.payload), where, f"malformed: not JSON ({why})")
         if not isinstance(data, dict):
             return self._refuse(None, where, "malformed: the command must be a JSON object")
         try:
@@ -206,6 +268,7 @@ class CommandHandler:
             cmd_id = data.get("cmd_id") if isinstance(data.get("cmd_id"), str) else None
             return self._refuse(cmd_id, where, f"malformed: {_explain(exc)}")
         cmd_id = envelope.cmd_id
+        self._cmd_id = cmd_id
         if item.retained:
             self.ignored_retained += 1
             if self._stored(cmd_id) is None:
@@ -254,6 +317,7 @@ class CommandHandler:
         except ValidationError as exc:
             return self._finish(cmd_id, where, "failed", f"invalid args: {_explain(exc)}")
         self._send(first)
+        self._ran = True
         outcome = spec.run(self.controller, where.line, args, f"mqtt:{cmd_id}")
         self.executed += 1
         if outcome.ok:
@@ -302,7 +366,15 @@ class CommandHandler:
                 (status, text, now_ms(), cmd_id),
             )
 
-        self.writer.call(update).result(timeout=30)
+        try:
+            self.writer.call(update).result(timeout=self.store_timeout_s)
+        except (TimeoutError, WriterFailed, sqlite3.Error) as exc:
+            if not self._ran:
+                raise  # not run: the caller answers `failed`
+            # It ran: its outcome is what the sender must hear, stored or not (yet).
+            self.store_timeouts += isinstance(exc, TimeoutError)
+            logger.warning("command %s %s: its ack could not be stored yet: %s", where.name, cmd_id, exc)
+        self._answered = True
         self._send(ack)
 
     def _insert(self, cmd_id: str, item: Incoming, ack: dict[str, Any]) -> str | None:
@@ -321,7 +393,7 @@ class CommandHandler:
             )
             return None
 
-        result: str | None = self.writer.call(insert).result(timeout=30)
+        result: str | None = self.writer.call(insert).result(timeout=self.store_timeout_s)
         return result
 
     def _stored(self, cmd_id: str) -> str | None:
@@ -329,7 +401,7 @@ class CommandHandler:
             row = conn.execute("SELECT ack FROM commands WHERE cmd_id = ?", (cmd_id,)).fetchone()
             return None if row is None else str(row[0])
 
-        result: str | None = self.writer.call(read).result(timeout=30)
+        result: str | None = self.writer.call(read).result(timeout=self.store_timeout_s)
         return result
 
     def _prune(self) -> None:
@@ -354,6 +426,8 @@ class CommandHandler:
             "duplicates": self.duplicates,
             "ignored_retained": self.ignored_retained,
             "stale": self.stale,
+            "store_timeouts": self.store_timeouts,
+            "internal_errors": self.internal_errors,
             "waiting": self._queue.qsize(),
             "last_error": self.last_error,
         }
@@ -380,13 +454,33 @@ def _ack(
     return ack
 
 
+def _record_failure(cmd_id: str, ack: dict[str, Any]) -> Callable[[sqlite3.Connection], None]:
+    """The writer op that stores a `failed` ack for a command recorded as accepted."""
+    text = json.dumps(ack, separators=(",", ":"))
+
+    def op(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "UPDATE commands SET status = 'failed', ack = ?, updated_ms = ? "
+            "WHERE cmd_id = ? AND status = 'accepted'",
+            (text, now_ms(), cmd_id),
+        )
+
+    return op
+
+
 def _peek_cmd_id(payload: bytes) -> str | None:
     try:
         data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
+    except (ValueError, RecursionError):
+        return _scan_cmd_id(payload)
     cmd_id = data.get("cmd_id") if isinstance(data, dict) else None
     return cmd_id if isinstance(cmd_id, str) else None
+
+
+def _scan_cmd_id(payload: bytes) -> str | None:
+    """The `cmd_id` of a payload that cannot be parsed, if one can be read (for the ack only)."""
+    match = _CMD_ID.search(payload[:4096])
+    return match.group(1).decode("ascii") if match else None
 
 
 def _explain(exc: ValidationError) -> str:

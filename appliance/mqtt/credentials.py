@@ -8,16 +8,18 @@ from pathlib import Path
 
 from appliance.config import MqttConfig
 
-CREDENTIAL_NAME = "mqtt-password"
+# The shipped unit loads `appliance.mqtt-password` (LoadCredentialEncrypted=); the short name is
+# what a hand-written `LoadCredential=mqtt-password:...` gives. The unit's name wins.
+CREDENTIAL_NAMES = ("appliance.mqtt-password", "mqtt-password")
 
 
 def read_password(config: MqttConfig, environ: dict[str, str] | None = None) -> str | None:
-    """The broker password: `password_file`, else `$CREDENTIALS_DIRECTORY/mqtt-password`."""
+    """The broker password: `password_file`, else the systemd credential (`CREDENTIAL_NAMES`)."""
     env = os.environ if environ is None else environ
     path = config.password_file
     if path is None and env.get("CREDENTIALS_DIRECTORY"):
-        candidate = Path(env["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME
-        path = candidate if candidate.exists() else None
+        directory = Path(env["CREDENTIALS_DIRECTORY"])
+        path = next((directory / n for n in CREDENTIAL_NAMES if (directory / n).exists()), None)
     if path is None:
         return None
     try:

@@ -18,6 +18,12 @@ have sent (rows that were already in the outbox at start).
 A PUBACK with a failure reason (MQTT 5, e.g. 0x87 not authorized by the broker's ACL) leaves
 the row undelivered; it is counted, raised as an alarm, and tried again after the next
 reconnect.
+
+Each pass of the loop is isolated: an unexpected exception is counted and logged, the next pass
+waits with backoff, rewinds the cursor to the lowest undelivered row (rows in flight or
+acknowledged are skipped, so nothing is sent twice) and goes on. Only a failed store writer
+ends the thread (nothing can be marked any more); a loop that has failed every pass for
+10 minutes reports itself not alive, for the watchdog.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from typing import Any
 from paho.mqtt.reasoncodes import ReasonCode
 
 from appliance.control import Outcome
+from appliance.guard import LoopGuard
 from appliance.mqtt.client import MqttLink
 from appliance.mqtt.topics import Topics
 from appliance.rates import RateCounter
@@ -46,6 +53,8 @@ from appliance.store.writer import StoreWriter, WriterFailed
 
 logger = logging.getLogger(__name__)
 
+_TS_NULL = '"ts_publish_ms":null'
+_NOT_REPLAYED = '"replayed":false'
 _MARK_BATCH = 256
 _MARK_MAX_WAIT_S = 0.2
 _STATS_PERIOD_S = 2.0
@@ -118,6 +127,8 @@ class OutboxPublisher:
         self.last_drain: dict[str, Any] | None = None
         self.max_inflight_seen = 0
         self.failed: str | None = None
+        self.guard = LoopGuard("MQTT outbox publisher", logger)
+        self._rewind = False
         self.heartbeat = time.monotonic()
 
     # --- called from other threads --------------------------------------------------------
@@ -193,8 +204,13 @@ class OutboxPublisher:
 
     @property
     def alive(self) -> bool:
-        """The thread runs and loops."""
-        return bool(self._thread and self._thread.is_alive() and time.monotonic() - self.heartbeat < 30)
+        """The thread runs and loops (and its passes do not all fail)."""
+        return bool(
+            self._thread
+            and self._thread.is_alive()
+            and time.monotonic() - self.heartbeat < 30
+            and not self.guard.wedged
+        )
 
     # --- the thread -----------------------------------------------------------------------
 
@@ -204,14 +220,15 @@ class OutboxPublisher:
                 self.heartbeat = time.monotonic()
                 self._wake.wait(0.5)
                 self._wake.clear()
-                self._handle_events()
-                if self._generation is not None and not self._quiet:
-                    self._fill()
-                    self._check_drain()
-                self._settle_marks()
-                self._flush_marks(force=False)
-                if time.monotonic() >= self._next_stats:
-                    self._stats()
+                try:
+                    self._iteration()
+                except WriterFailed:
+                    raise  # nothing can be marked delivered any more: this loop is done
+                except Exception as exc:  # thread boundary: one pass; back off, rewind, go on
+                    self._rewind = True
+                    self._stop.wait(self.guard.failed(exc))
+                else:
+                    self.guard.ok()
             self._handle_events()
             self._flush_marks(force=True)
             for future, _ in self._marking:
@@ -224,6 +241,19 @@ class OutboxPublisher:
         finally:
             if self._conn is not None:
                 self._conn.close()
+
+    def _iteration(self) -> None:
+        if self._rewind and self._generation is not None:
+            self._cursor = min(self._cursor, self._lowest_unpublished())
+        self._rewind = False
+        self._handle_events()
+        if self._generation is not None and not self._quiet:
+            self._fill()
+            self._check_drain()
+        self._settle_marks()
+        self._flush_marks(force=False)
+        if time.monotonic() >= self._next_stats:
+            self._stats()
 
     def _handle_events(self) -> None:
         while self._events:
@@ -290,18 +320,21 @@ class OutboxPublisher:
         if room <= 0:
             return
         assert self._conn is not None
+        skip = len(self._unmarked)
+        if self._inflight_seqs and self._cursor <= max(self._inflight_seqs):
+            skip += len(self._inflight_seqs)  # after a rewind: rows in flight come up again
         rows = self._conn.execute(
             "SELECT seq, line, payload FROM results WHERE seq >= ? AND published_ms IS NULL "
             "ORDER BY seq LIMIT ?",
-            (self._cursor, room + len(self._unmarked)),
+            (self._cursor, room + skip),
         ).fetchall()
         for row in rows:
             if room <= 0:
                 break
             seq = row["seq"]
             self._cursor = seq + 1
-            if seq in self._unmarked:
-                continue  # acknowledged, its mark is on its way to the writer
+            if seq in self._unmarked or seq in self._inflight_seqs:
+                continue  # acknowledged (its mark is on its way to the writer) or in flight
             replayed = seq <= self._sent_high or seq <= self.boot_seq
             if not self._send(seq, row["line"], row["payload"], replayed, replay=False):
                 return
@@ -334,11 +367,8 @@ class OutboxPublisher:
 
     def _send(self, seq: int, line: str, stored: str, replayed: bool, *, replay: bool) -> bool:
         ts = now_ms()
-        payload = json.loads(stored)
-        payload["ts_publish_ms"] = ts
-        payload["replayed"] = replayed
         topic = self.topics.result(line)
-        data = json.dumps(payload, separators=(",", ":"))
+        data = publish_text(stored, ts, replayed)
         ticket = self.link.publish(topic, data, qos=1, generation=self._generation)
         if ticket is None:
             return False  # connection gone; the "down" event follows
@@ -432,8 +462,9 @@ class OutboxPublisher:
     def health(self) -> dict[str, Any]:
         """Outbox figures for /api/health (drain_rows_s: acknowledged results per second)."""
         oldest = self.oldest_unpublished_ms
+        state = "error" if self.failed or not self.alive else "degraded" if self.guard.failing else "ok"
         return {
-            "state": "error" if self.failed or not self.alive else "ok",
+            "state": state,
             "window": self._window,
             "inflight": len(self._inflight),
             "max_inflight_seen": self.max_inflight_seen,
@@ -447,5 +478,38 @@ class OutboxPublisher:
             "oldest_unpublished_age_s": round((now_ms() - oldest) / 1000, 1) if oldest else None,
             "last_acked_seq": self.last_acked_seq,
             "last_drain": self.last_drain,
+            **self.guard.health(),
             "failed": self.failed,
         }
+
+
+def publish_text(stored: str, ts_publish_ms: int, replayed: bool) -> str:
+    """The message for a stored payload: `ts_publish_ms` and `replayed` set, nothing else touched.
+
+    The store writes every payload with `json.dumps(..., separators=(",", ":"))` from
+    `Verdict.to_payload`, so it holds `"ts_publish_ms":null` and `"replayed":false` literally;
+    the two values are spliced into the text (no parse, no re-serialisation: this runs for every
+    message). A marker cannot occur inside a string value (its quotes would be escaped there)
+    and the payload has no keys of its own making, so the one occurrence is the top-level key;
+    when a marker is missing or repeated (a payload not written that way), the exact path
+    through `json` is taken. Both give the same text.
+    """
+    ts_at = stored.find(_TS_NULL)
+    flag_at = stored.find(_NOT_REPLAYED)
+    if (
+        ts_at < 0
+        or flag_at < 0
+        or stored.find(_TS_NULL, ts_at + 1) >= 0
+        or stored.find(_NOT_REPLAYED, flag_at + 1) >= 0
+    ):
+        return reserialise(stored, ts_publish_ms, replayed)
+    text = stored.replace(_TS_NULL, f'"ts_publish_ms":{int(ts_publish_ms)}', 1)
+    return text.replace(_NOT_REPLAYED, '"replayed":true', 1) if replayed else text
+
+
+def reserialise(stored: str, ts_publish_ms: int, replayed: bool) -> str:
+    """The exact path: parse, set both keys, serialise again (compact, like the store)."""
+    payload = json.loads(stored)
+    payload["ts_publish_ms"] = ts_publish_ms
+    payload["replayed"] = replayed
+    return json.dumps(payload, separators=(",", ":"))

@@ -7,6 +7,11 @@
 - `{base}/event`: QoS 1, not retained, every event of the service's EventBus. Events that happen
   while the broker is away wait in a bounded queue (oldest dropped first, counted).
 
+Each pass of the publisher's loop is isolated (an unexpected exception is counted, logged and
+followed by a backoff; the next pass goes on), and so is each event: one that cannot be
+serialised is dropped and counted instead of blocking the queue behind it. The store alarms'
+check has its own boundary, so a failure there never stops health and state going out.
+
 `StoreAlarms` raises `outbox_dropping` when retention deletes undelivered results (or is about
 to: the undelivered backlog is past 90 % of a cap) and `disk_low` when free space is under
 `store.min_free_mb`; both clear by themselves with a recovery event.
@@ -24,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.control import Controller
 from appliance.events import Event
+from appliance.guard import LoopGuard
 from appliance.mqtt.client import MqttLink
 from appliance.mqtt.topics import Topics
 from appliance.results import now_ms
@@ -164,6 +170,7 @@ class StatePublisher:
         self.events_published = 0
         self.events_dropped = 0
         self.failed: str | None = None
+        self.guard = LoopGuard("MQTT state publisher", logger)
         self.heartbeat = time.monotonic()
 
     def start(self) -> None:
@@ -185,8 +192,13 @@ class StatePublisher:
 
     @property
     def alive(self) -> bool:
-        """The thread runs and loops."""
-        return bool(self._thread and self._thread.is_alive() and time.monotonic() - self.heartbeat < 30)
+        """The thread runs and loops (and its passes do not all fail)."""
+        return bool(
+            self._thread
+            and self._thread.is_alive()
+            and time.monotonic() - self.heartbeat < 30
+            and not self.guard.wedged
+        )
 
     def _on_event(self, event: Event) -> None:
         """EventBus subscriber (any thread): enqueue only."""
@@ -204,29 +216,40 @@ class StatePublisher:
                 self.heartbeat = time.monotonic()
                 self._wake.wait(0.5)
                 self._wake.clear()
-                now = time.monotonic()
-                if now >= self._next_watch:
-                    self._next_watch = now + min(_WATCH_PERIOD_S, self.interval)
-                    self.alarms.check()
-                session = self.link.session
-                if session is None or not session.up:
-                    continue
-                fresh = session.generation != self._generation
-                if fresh:
-                    self._generation = session.generation
-                    self._on_connected()
-                self._publish_events()
-                if fresh or now >= self._next_health:
-                    self._next_health = now + self.interval
-                    self.publish_health()
-                    self._publish_states(self.controller.lines())
+                try:
+                    self._iteration()
+                except Exception as exc:  # thread boundary: one pass; back off and go on
+                    self._stop.wait(self.guard.failed(exc))
                 else:
-                    with self._lock:
-                        dirty, self._dirty = self._dirty, set()
-                    self._publish_states(sorted(dirty))
-        except Exception as exc:  # thread boundary
+                    self.guard.ok()
+        except Exception as exc:  # thread boundary (the loop itself)
             self.failed = f"{type(exc).__name__}: {exc}"
             logger.exception("MQTT state publisher failed")
+
+    def _iteration(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_watch:
+            self._next_watch = now + min(_WATCH_PERIOD_S, self.interval)
+            try:
+                self.alarms.check()
+            except Exception as exc:  # thread boundary: the alarms must not stop health going out
+                self.guard.skipped(exc, "store alarm check")
+        session = self.link.session
+        if session is None or not session.up:
+            return
+        fresh = session.generation != self._generation
+        if fresh:
+            self._generation = session.generation
+            self._on_connected()
+        self._publish_events()
+        if fresh or now >= self._next_health:
+            self._next_health = now + self.interval
+            self.publish_health()
+            self._publish_states(self.controller.lines())
+        else:
+            with self._lock:
+                dirty, self._dirty = self._dirty, set()
+            self._publish_states(sorted(dirty))
 
     def _publish_events(self) -> None:
         while True:
@@ -234,18 +257,19 @@ class StatePublisher:
                 if not self._events:
                     return
                 event = self._events[0]
-            payload = {"schema": EVENT_SCHEMA, "node": self.service.settings.node_id, **event.to_json()}
-            if (
-                self.link.publish(
-                    self.topics.event, json.dumps(payload, default=str, separators=_COMPACT), qos=1
-                )
-                is None
-            ):
+            try:
+                payload = {"schema": EVENT_SCHEMA, "node": self.service.settings.node_id, **event.to_json()}
+                text = json.dumps(payload, default=str, separators=_COMPACT)
+            except Exception as exc:  # thread boundary: one event must not block the queue behind it
+                self.guard.skipped(exc, f"event {event.kind}")
+                self.events_dropped += 1
+                text = None
+            if text is not None and self.link.publish(self.topics.event, text, qos=1) is None:
                 return  # disconnected: keep it for the next connection
             with self._lock:
                 if self._events and self._events[0] is event:
                     self._events.popleft()
-            self.events_published += 1
+            self.events_published += text is not None
 
     def publish_health(self) -> None:
         """The retained health document, expiring after three intervals."""
@@ -268,9 +292,10 @@ class StatePublisher:
     def health(self) -> dict[str, Any]:
         """State-publisher figures for /api/health."""
         return {
-            "state": "error" if self.failed or not self.alive else "ok",
+            "state": "error" if self.failed or not self.alive else "degraded" if self.guard.failing else "ok",
             "events_published": self.events_published,
             "events_waiting": len(self._events),
             "events_dropped": self.events_dropped,
+            **self.guard.health(),
             "failed": self.failed,
         }

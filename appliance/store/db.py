@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 # Each entry upgrades the schema by one version (PRAGMA user_version). Never edit a shipped
 # entry: append a new one, so that every box in the field can walk forward from where it is.
@@ -191,6 +194,12 @@ MIGRATIONS: list[str] = [
 ]
 
 
+# Migrations an older release cannot read past (a changed column or meaning). The others only
+# add tables, columns or indexes, which older releases ignore.
+BREAKING: frozenset[int] = frozenset()
+_OLDEST_READER = "oldest_reader_schema"
+
+
 class StoreError(Exception):
     """The database cannot be opened or migrated."""
 
@@ -223,20 +232,42 @@ def connect(path: Path, *, busy_timeout_ms: int = 5000, readonly: bool = False) 
     return conn
 
 
-def migrate(conn: sqlite3.Connection, migrations: list[str] | None = None) -> int:
-    """Apply pending migrations, each in its own transaction; return the schema version."""
+def migrate(
+    conn: sqlite3.Connection, migrations: list[str] | None = None, breaking: frozenset[int] | None = None
+) -> int:
+    """Apply pending migrations, each in its own transaction; return the schema version.
+
+    A database migrated by a newer release still opens here when none of the migrations this
+    release lacks is breaking (the newer release records the oldest schema that can read its
+    database): a failed upgrade rolls back to the previous release without touching the data.
+    """
     steps = MIGRATIONS if migrations is None else migrations
+    breaking = BREAKING if breaking is None else breaking
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if version > len(steps):
-        raise StoreError(
-            f"database schema version {version} is newer than this software ({len(steps)}); "
-            "refusing to run an older release against it"
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (_OLDEST_READER,)).fetchone()
+        oldest = int(row[0]) if row else 1
+        if oldest > len(steps):
+            raise StoreError(
+                f"database schema version {version} is newer than this software ({len(steps)}) and "
+                f"needs schema {oldest} or later to be read; refusing to run an older release against it"
+            )
+        logger.warning(
+            "database schema %d is newer than this software (%d); its additions are ignored",
+            version,
+            len(steps),
         )
+        return version
     for number in range(version, len(steps)):
         try:
             conn.execute("BEGIN IMMEDIATE")
             for statement in _statements(steps[number]):
                 conn.execute(statement)
+            if number + 1 in breaking:
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    (_OLDEST_READER, str(number + 1)),
+                )
             conn.execute(f"PRAGMA user_version = {number + 1}")
             conn.execute("COMMIT")
         except sqlite3.Error as exc:

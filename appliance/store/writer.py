@@ -57,6 +57,10 @@ class WriterFailed(Exception):
     """The writer hit a non-transient error and stopped; the service must exit."""
 
 
+class WriterBusy(Exception):
+    """The writer's queue stayed full (the disk is full or too slow); try again later."""
+
+
 class StoreWriter:
     """Owns the write connection; one transaction per small batch (`BEGIN IMMEDIATE`)."""
 
@@ -84,6 +88,7 @@ class StoreWriter:
         self.failed: Exception | None = None
         self.last_commit_monotonic = time.monotonic()
         self.heartbeat = time.monotonic()
+        self.backpressure_since: float | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -138,16 +143,27 @@ class StoreWriter:
         while True:
             if self.failed is not None:
                 raise WriterFailed(str(self.failed))
+            if self._stop.is_set() and not self.alive:
+                raise WriterFailed(f"store writer stopped; verdict for part {verdict.part_id} not written")
             try:
                 self._queue.put(_Result(verdict, also), timeout=0.2)
+                self.backpressure_since = None
                 return True
             except queue.Full:
+                # Producers wait here while the disk is slow or full: blocked, not wedged.
+                if self.backpressure_since is None:
+                    self.backpressure_since = time.monotonic()
                 if deadline is not None and time.monotonic() > deadline:
                     return False
 
-    def call(self, op: WriteOp) -> Future[Any]:
-        """Run `op(conn)` inside a write transaction on the writer thread; a Future of its result."""
+    def call(self, op: WriteOp, enqueue_timeout: float = 30.0) -> Future[Any]:
+        """Run `op(conn)` inside a write transaction on the writer thread; a Future of its result.
+
+        When the writer's queue stays full for `enqueue_timeout` seconds (a full disk), the
+        Future fails with WriterBusy instead of blocking its caller forever.
+        """
         item = _Call(op)
+        deadline = time.monotonic() + enqueue_timeout
         while True:
             if self.failed is not None or (self._stop.is_set() and not self.alive):
                 item.future.set_exception(WriterFailed(str(self.failed or "store writer stopped")))
@@ -156,7 +172,9 @@ class StoreWriter:
                 self._queue.put(item, timeout=0.2)
                 return item.future
             except queue.Full:
-                continue
+                if time.monotonic() > deadline:
+                    item.future.set_exception(WriterBusy("store writer busy (disk full or slow)"))
+                    return item.future
 
     def subscribe(self) -> threading.Event:
         """An event set after every commit, for consumers that drain the outbox."""
@@ -253,7 +271,7 @@ class StoreWriter:
                         next_seq += 1
                         rows += 1
                         if item.also is not None:
-                            item.also(conn)
+                            self._also(conn, item)
                     results.append(None)
                 else:
                     results.append(self._apply(conn, item))
@@ -287,12 +305,32 @@ class StoreWriter:
         conn.execute("RELEASE op")
         return value
 
+    @staticmethod
+    def _also(conn: sqlite3.Connection, item: _Result) -> None:
+        """The verdict's companion write; its own failure never costs the verdict or the batch."""
+        assert item.also is not None
+        conn.execute("SAVEPOINT also")
+        try:
+            item.also(conn)
+        except sqlite3.Error as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            if isinstance(code, int) and code & 0xFF in _TRANSIENT:
+                raise
+            conn.execute("ROLLBACK TO also")
+            logger.error("write accompanying part %s failed: %s", item.verdict.part_id, exc)
+        except Exception as exc:  # a bug in the companion op: keep the verdict, report it
+            conn.execute("ROLLBACK TO also")
+            logger.error("write accompanying part %s failed: %s", item.verdict.part_id, exc)
+        conn.execute("RELEASE also")
+
     def _insert(self, conn: sqlite3.Connection, v: Verdict, seq: int) -> bool:
         payload = v.to_payload(self.node_id, seq)
         cursor = conn.execute(
-            "INSERT OR IGNORE INTO results (seq, part_id, revision, line, camera, ts_capture_ms, "
+            # Only a repeated (part_id, revision) is skipped; any other conflict (a seq taken by
+            # another writer) is an error, never a silent drop.
+            "INSERT INTO results (seq, part_id, revision, line, camera, ts_capture_ms, "
             "created_ms, verdict, defect_class, confidence, tier, provisional, payload) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (part_id, revision) DO NOTHING",
             (
                 seq,
                 v.part_id,
@@ -306,7 +344,7 @@ class StoreWriter:
                 v.confidence,
                 v.tier,
                 int(v.provisional),
-                json.dumps(payload, separators=(",", ":")),
+                json.dumps(payload, separators=(",", ":"), allow_nan=False),
             ),
         )
         if cursor.rowcount == 0:

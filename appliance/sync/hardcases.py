@@ -76,6 +76,14 @@ class Quota:
             self.taken += 1
             return True
 
+    def note(self, now_s: float | None = None) -> None:
+        """Count one unit used by a selection that cannot be refused (it already happened)."""
+        with self._lock:
+            self._roll(time.time() if now_s is None else now_s)
+            self.hour_count += 1
+            self.day_count += 1
+            self.taken += 1
+
 
 @dataclass(frozen=True, slots=True)
 class Job:
@@ -112,9 +120,11 @@ class HardCaseSelector:
         self._classes = set(config.classes.classes)
         self._lock = threading.Lock()
         self.selected = dict.fromkeys(REASONS, 0)
+        self._restored_ms = 0  # hard cases created before this were counted by `restore`
 
     def restore(self, conn: sqlite3.Connection) -> None:
         """Re-read how much of this hour's and day's quotas is used (survives restarts)."""
+        self._restored_ms = now_ms()
         now_s = time.time()
         hour_start = int(now_s // 3600) * 3600 * 1000
         day_start = int(now_s // 86400) * 86400 * 1000
@@ -186,11 +196,16 @@ class HardCaseSelector:
         """The op that records disputed labels as hard cases and moves the labels cursor.
 
         Runs on the writer thread so the comparison with the latest verdict and the insert are
-        one transaction; returns how many new disputed cases it recorded.
+        one transaction; returns how many new disputed cases it recorded. Each disputed case
+        uses the quota once: a part already recorded as disputed takes nothing. The console
+        records an operator's dispute itself, at once and without a quota (`label_op`, same
+        `created_ms` as its label); such a case is counted against the quota here, when its
+        label is scanned (unless `restore` counted it already), but never refused.
         """
 
         def op(conn: sqlite3.Connection) -> int:
             recorded = 0
+            quota = self.quotas["disputed"]
             for label in labels:
                 latest = conn.execute(
                     "SELECT line, verdict, defect_class FROM results WHERE part_id = ? "
@@ -199,7 +214,18 @@ class HardCaseSelector:
                 ).fetchone()
                 if latest is None or not disagrees(label, latest):
                     continue
-                if not self.quotas["disputed"].try_take():
+                existing = conn.execute(
+                    "SELECT created_ms FROM hard_cases WHERE part_id = ? AND reason = 'disputed'",
+                    (label["part_id"],),
+                ).fetchone()
+                if existing is not None:
+                    created = existing["created_ms"]
+                    if created == label["created_ms"]:  # the console's, for this very label
+                        self._count("disputed")
+                        if created >= self._restored_ms:
+                            quota.note()
+                    continue
+                if not quota.try_take():
                     continue
                 inserted = conn.execute(
                     "INSERT OR IGNORE INTO hard_cases (part_id, line, reason, created_ms) "

@@ -197,7 +197,8 @@ class Keeper:
         assert self._conn is not None
         cursor = int(get_meta(self._conn, LABELS_CURSOR) or 0)
         labels = self._conn.execute(
-            "SELECT id, part_id, verdict, defect_class FROM labels WHERE id > ? ORDER BY id LIMIT 500",
+            "SELECT id, part_id, verdict, defect_class, created_ms FROM labels "
+            "WHERE id > ? ORDER BY id LIMIT 500",
             (cursor,),
         ).fetchall()
         if labels:

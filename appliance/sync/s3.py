@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 from appliance.config import SyncConfig
 from appliance.sync.targets import MAX_GET_BYTES, KeyConflict, ObjectInfo, TargetError, sha256_hex
 from appliance.sync.throttle import ThrottledBody, TokenBucket
+from hardware.sources.opencv import redact_url
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -48,7 +49,7 @@ class S3Target:
 
     def describe(self) -> str:
         """The target without credentials."""
-        where = f" at {self.config.endpoint_url}" if self.config.endpoint_url else ""
+        where = f" at {redact_url(self.config.endpoint_url)}" if self.config.endpoint_url else ""
         return f"s3://{self.bucket}/{self.prefix}{where}"
 
     def _full(self, key: str) -> str:

@@ -10,9 +10,16 @@ within the policy:
 3. verdicts from the cloud, every `pull_interval_s`.
 
 A failure ends the round and the next one waits with exponential backoff and jitter (capped at
-`backoff_max_s`, at most 5 minutes). The worker never blocks the pipeline: it reads with its own
-connection and writes only small ops through the store writer (recording a batch boundary,
-marking it synced), and all its waits are interruptible.
+`backoff_max_s`, at most 5 minutes). Anything else that raises in a pass of the loop (the stale
+check, the schedule) is counted and logged and the loop goes on after a backoff
+(`appliance.guard.LoopGuard`); only a loop that has failed every pass for 10 minutes stops
+counting as alive. The worker never blocks the pipeline: it reads with its own connection and
+writes only small ops through the store writer (recording a batch boundary, marking it synced),
+and all its waits are interruptible.
+
+Local retention may delete results before they were uploaded (the uplink away for longer than
+`store.max_age_days`, or a backlog past `store.max_rows`): `loss.py` counts each such row once
+and raises the `sync_rows_lost` alarm, from every pass of the loop and from the batches.
 """
 
 from __future__ import annotations
@@ -26,10 +33,12 @@ from typing import Any
 
 from appliance.config import Settings
 from appliance.events import EventBus
+from appliance.guard import LoopGuard
 from appliance.results import now_ms
 from appliance.store.db import connect
 from appliance.store.writer import StoreWriter
 from appliance.sync import batches, cases
+from appliance.sync.loss import LossWatch
 from appliance.sync.meta import store_id_op
 from appliance.sync.privacy import Policy, what_leaves
 from appliance.sync.pullback import Puller
@@ -88,12 +97,13 @@ class SyncWorker:
         self.rows = 0
         self.bytes = 0
         self.skipped_existing = 0
-        self.rows_lost = 0
+        self.loss = LossWatch(events, 0)
         self.cases = 0
         self.failures = 0
         self.conflict = False
         self.last_round: dict[str, Any] = {}
         self._next_pull = 0.0
+        self.guard = LoopGuard("sync worker", logger)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -107,7 +117,13 @@ class SyncWorker:
         self._conn = connect(self.settings.db_path, readonly=True)
         self._health_conn = connect(self.settings.db_path, readonly=True)
         self.synced_cursor = batches.synced_cursor(self._conn)
+        self.loss = LossWatch(self.events, self.synced_cursor)
         self.puller = Puller(self.settings, self.writer, self._conn)
+
+    @property
+    def rows_lost(self) -> int:
+        """Results deleted by retention before they were uploaded (since start)."""
+        return self.loss.rows_lost
 
     def start(self) -> None:
         """Prepare, then start the thread."""
@@ -141,7 +157,13 @@ class SyncWorker:
         """Thread running and looping (uploads are bounded by timeouts)."""
         stale = time.monotonic() - max(self.heartbeat, self.limiter.last_take)
         limit = max(120.0, 4 * self.config.timeout_s + self.config.backoff_max_s)
-        return bool(self._thread and self._thread.is_alive() and self.failed is None and stale < limit)
+        return bool(
+            self._thread
+            and self._thread.is_alive()
+            and self.failed is None
+            and stale < limit
+            and not self.guard.wedged
+        )
 
     def kick(self) -> None:
         """Start a round now (skips the wait for the interval, not a backoff or a closed window)."""
@@ -154,22 +176,32 @@ class SyncWorker:
         try:
             while not self._stop.is_set():
                 self.heartbeat = time.monotonic()
-                if not self.schedule.is_open():
-                    self.state = "window closed"
-                    self._sleep(min(60.0, self.schedule.seconds_until_open()))
-                    continue
-                wait = self.next_attempt_s - time.monotonic()
-                if wait > 0:
-                    self._sleep(wait, wakeable=False)
-                    continue
-                succeeded = self._attempt()
-                self._check_stale()
-                if succeeded:  # after a failure the loop waits for the backoff instead
-                    self._sleep(self.config.interval_s)
+                try:
+                    self._iteration()
+                except Exception as exc:  # thread boundary: one pass; back off and go on
+                    self._sleep(self.guard.failed(exc), wakeable=False)
+                else:
+                    self.guard.ok()
         except Exception as exc:  # thread boundary: report, never die silently
             self.failed = f"{type(exc).__name__}: {exc}"
             self.state = "failed"
             logger.exception("sync worker stopped: %s", exc)
+
+    def _iteration(self) -> None:
+        if self.policy.results and self._conn is not None:  # losses show while the uplink is down too
+            self.loss.probe(self._conn, self.writer.last_seq, self.synced_cursor)
+        if not self.schedule.is_open():
+            self.state = "window closed"
+            self._sleep(min(60.0, self.schedule.seconds_until_open()))
+            return
+        wait = self.next_attempt_s - time.monotonic()
+        if wait > 0:
+            self._sleep(wait, wakeable=False)
+            return
+        succeeded = self._attempt()
+        self._check_stale()
+        if succeeded:  # after a failure the loop waits for the backoff instead
+            self._sleep(self.config.interval_s)
 
     def _sleep(self, seconds: float, *, wakeable: bool = True) -> None:
         deadline = time.monotonic() + seconds
@@ -231,6 +263,8 @@ class SyncWorker:
             )
         else:
             self.events.clear_alarm(STALE_ALARM, "sync_caught_up", "cloud sync caught up")
+        if age is None:
+            self.loss.caught_up()
 
     # --- a round ----------------------------------------------------------------------------
 
@@ -262,21 +296,16 @@ class SyncWorker:
                 boundary = batches.next_boundary(self._conn, self.config.batch_max_rows)
                 if boundary is None:
                     break
-                if boundary.first_seq > boundary.after + 1 and boundary.after > 0:
-                    lost = boundary.first_seq - boundary.after - 1
-                    self.rows_lost += lost
-                    self.events.emit(
-                        "sync_rows_lost",
-                        f"{lost} result(s) were deleted by local retention before they reached the cloud",
-                        "warning",
-                        first_seq=boundary.after + 1,
-                        last_seq=boundary.first_seq - 1,
-                    )
+                # rows between the cursor and the oldest row left (a first sync included) are gone
+                self.loss.seen_gone_through(boundary.first_seq - 1, self.synced_cursor)
                 cut_partial = boundary.rows < self.config.batch_max_rows
                 batch = self.writer.call(
                     batches.record_op(boundary, self.settings.site, self.settings.node_id)
                 ).result(timeout=60)
             built = batches.build(self._conn, batch)
+            missing = batch.last_seq - batch.first_seq + 1 - built.rows
+            if missing > 0:  # retention reached a recorded batch: its head is gone
+                self.loss.seen_gone_through(batch.first_seq + missing - 1, self.synced_cursor)
             try:
                 written = self.target.put(batch.key, built.data, content_type="application/gzip", retry=retry)
                 manifest = batches.manifest(
@@ -366,7 +395,7 @@ class SyncWorker:
         age = backlog["oldest_unsynced_age_s"] or 0.0
         if not self.alive or self.conflict:
             state = "error"
-        elif self.last_error or age > self.config.stale_after_s:
+        elif self.last_error or self.guard.failing or age > self.config.stale_after_s:
             state = "degraded"
         else:
             state = "ok"
@@ -386,12 +415,13 @@ class SyncWorker:
             else round((now_ms() - self.last_success_ms) / 1000.0, 1),
             "last_error": self.last_error or self.failed,
             "failures": self.failures,
+            **self.guard.health(),
             "retry_in_s": round(retry_in, 1),
             "batches": self.batches,
             "rows": self.rows,
             "mb": round(self.bytes / 1e6, 3),
             "already_there": self.skipped_existing,
-            "rows_lost_to_retention": self.rows_lost,
+            **self.loss.health(),
             "cases": self.cases,
             "bandwidth_bytes_s": self.config.bandwidth_bytes_s,
             "last_drain": self.last_round,

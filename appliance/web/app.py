@@ -24,7 +24,18 @@ from appliance.web import deps
 from appliance.web.config_edit import file_sha256
 from appliance.web.deps import Console, LoginRequired, PageForbidden
 from appliance.web.login import LoginGuard
-from appliance.web.routes import admin, auth_pages, docs, health, live, models, results, review, settings
+from appliance.web.routes import (
+    admin,
+    auth_pages,
+    docs,
+    health,
+    live,
+    models,
+    results,
+    review,
+    settings,
+    tokens,
+)
 from appliance.web.security import BodyLimit, SecurityHeaders
 from appliance.web.sessions import SessionStore
 from appliance.web.shift import ShiftStats
@@ -69,7 +80,7 @@ def create_app(service: Service) -> FastAPI:
     )
     app.state.console = ctx
     app.state.service = service
-    for module in (auth_pages, live, results, review, models, health, settings, admin, docs):
+    for module in (auth_pages, live, results, review, models, health, settings, admin, tokens, docs):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     _handlers(app)

@@ -29,6 +29,7 @@ NAV: list[tuple[str, str, str, Role]] = [
     ("health", "/health", "Health", "viewer"),
     ("settings", "/settings", "Settings", "viewer"),
     ("users", "/admin/users", "Users", "admin"),
+    ("tokens", "/admin/tokens", "Tokens", "admin"),
     ("audit", "/admin/audit", "Audit", "admin"),
 ]
 

@@ -11,7 +11,8 @@ from hardware.sources.base import CorruptFrame, EndOfStream, FrameSource, Source
 
 
 class FakeSource(FrameSource):
-    """Frame n is `render(n)`; `fail_open` opens fail, `die_after` grabs then SourceError.
+    """Frame n is `render(n)`; `fail_open` opens fail, `die_after` grabs then SourceError;
+    every `corrupt_every`-th frame is corrupt, every `crash_every`-th makes the decoder raise.
 
     Counts grabs, decodes (retrieves) and opens so that tests can check that dropped frames
     were never decoded and that reconnects happened.
@@ -25,12 +26,14 @@ class FakeSource(FrameSource):
         live: bool = False,
         frames: int | None = None,
         corrupt_every: int = 0,
+        crash_every: int = 0,
     ) -> None:
         self.render = render or (lambda n: np.full((16, 16), n % 256, np.uint8))
         self.fps = fps
         self.live = live
         self.frames = frames
         self.corrupt_every = corrupt_every
+        self.crash_every = crash_every
         self.fail_open = 0
         self.die_after: int | None = None
         self.grabs = 0
@@ -63,6 +66,8 @@ class FakeSource(FrameSource):
     def retrieve(self) -> np.ndarray:
         """Decode the current frame (counted); every `corrupt_every`-th is corrupt."""
         self.decodes += 1
+        if self.crash_every and (self._n + 1) % self.crash_every == 0:
+            raise RuntimeError(f"fake decoder crashed on frame {self._n}")
         if self.corrupt_every and (self._n + 1) % self.corrupt_every == 0:
             raise CorruptFrame(f"fake frame {self._n} corrupt")
         self.truth = "good"

@@ -94,7 +94,10 @@ class FolderSource(FrameSource):
             raise CorruptFrame(f"{path}: unreadable: {exc}") from exc
         if looks_truncated(data, path.suffix.lower()):
             raise CorruptFrame(f"{path}: truncated image file")
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        try:
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error as exc:  # some codecs raise instead of returning None (empty BMP, TIFF)
+            raise CorruptFrame(f"{path}: not a decodable image ({exc.err})") from exc
         if image is None or image.size == 0:
             raise CorruptFrame(f"{path}: not a decodable image")
         if image.ndim == 3 and image.shape[2] == 4:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
@@ -15,12 +16,57 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_CREDENTIALS = re.compile(r"//[^/@]+@")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
+_PARAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+# Query parameters whose values say which stream it is and are never secrets (Dahua, Hikvision,
+# Axis, Xiongmai, generic MJPEG servers); every other value is masked.
+SAFE_PARAMETERS = frozenset(
+    {
+        "channel", "ch", "chn", "subtype", "stream", "streamtype", "streamid", "profile",
+        "resolution", "width", "height", "fps", "framerate", "videocodec", "codec", "compression",
+        "quality", "transport", "rtsp_transport", "camera", "cam", "videoencoding", "unicast",
+        "proto", "action", "format",
+    }
+)  # fmt: skip
+# `user=admin&password=x_channel=1` in the path itself (Xiongmai-style stream URLs).
+_PATH_SECRET = re.compile(
+    r"(?i)((?:user(?:name)?|login|pass(?:word|wd)?|pwd|token|key|auth|secret|sig(?:nature)?|session)=)"
+    r"[^&_/;?#]*"
+)
 
 
 def redact_url(url: str) -> str:
-    """The URL with any user:password@ part replaced, for logs and health."""
-    return _CREDENTIALS.sub("//***@", url)
+    """The URL for logs, health and the console: without credentials.
+
+    `scheme://host:port/path` is rebuilt from its parts: the user:password@ part becomes
+    `***@` (everything up to the last `@`, so a password containing `@` or `/` is dropped
+    whole), query values are masked except those of `SAFE_PARAMETERS` (`?channel=1&token=***`),
+    the fragment is dropped, and `password=...` style segments of the path are masked. A
+    string without `scheme://` (a file path, a device) only gets the path masking; a URL that
+    cannot be parsed becomes `scheme://***`.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or not _SCHEME.match(scheme):
+        return _PATH_SECRET.sub(r"\1***", url)
+    userinfo = "@" in rest
+    if userinfo:
+        rest = rest.rpartition("@")[2]
+    try:
+        parts = urlsplit(f"{scheme}://{rest}")
+        _ = parts.port  # raises for a port that is not a number
+    except ValueError:
+        return f"{scheme}://***"
+    netloc = ("***@" if userinfo else "") + parts.netloc
+    path = _PATH_SECRET.sub(r"\1***", parts.path)
+    query = "&".join(_redact_parameter(p) for p in parts.query.split("&") if p)
+    return urlunsplit((parts.scheme, netloc, path, query, ""))
+
+
+def _redact_parameter(pair: str) -> str:
+    name, eq, value = pair.partition("=")
+    if not eq or not _PARAM_NAME.match(name):
+        return "***"
+    return pair if name.lower() in SAFE_PARAMETERS else f"{name}=***"
 
 
 class OpenCVSource(FrameSource):

@@ -148,6 +148,28 @@ def test_credentials_are_redacted_from_descriptions() -> None:
     assert "secret" not in OpenCVSource("rtsp://admin:secret@cam/s1", live=True).describe()
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://cam/video.cgi?user=admin&pwd=s3cret", "http://cam/video.cgi?user=***&pwd=***"),
+        ("http://cam/mjpg?token=s3cret#s3cret", "http://cam/mjpg?token=***"),
+        ("rtsp://admin:p@ss@s3cret@cam:554/s1", "rtsp://***@cam:554/s1"),  # '@' in the password
+        ("rtsp://admin:s3/cret@cam/s1", "rtsp://***@cam/s1"),  # '/' in the password
+        ("rtsp://cam/cam/realmonitor?channel=1&subtype=0", "rtsp://cam/cam/realmonitor?channel=1&subtype=0"),
+        (
+            "rtsp://cam/user=admin&password=s3cret_channel=1.sdp",
+            "rtsp://cam/user=***&password=***_channel=1.sdp",
+        ),
+        ("https://cam/x?s3cret", "https://cam/x?***"),
+        ("rtsp://[s3cret/x", "rtsp://***"),
+        ("/data/line1.mp4", "/data/line1.mp4"),
+    ],
+)
+def test_query_and_odd_credentials_are_redacted(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert "s3cret" not in OpenCVSource(url, live=True).describe()
+
+
 def test_simulator_is_deterministic_and_draws_every_kind() -> None:
     a = LineSimulator(defect_rate=0.5, seed=3, width=64, height=48)
     b = LineSimulator(defect_rate=0.5, seed=3, width=64, height=48)

@@ -54,3 +54,15 @@ def test_nms_keeps_the_best_of_overlapping_boxes_per_class() -> None:
     scores = np.array([[0.9, 0.0], [0.8, 0.0], [0.1, 0.7]], np.float32)
     found = nms_per_class(boxes, scores, ["scratch", "pit"], 0.25, 0.5, 200, 100)
     assert [(d.cls, d.bbox) for d in found] == [("scratch", (20, 10, 100, 50)), ("pit", (120, 60, 180, 90))]
+
+
+def test_a_non_finite_score_is_refused_not_passed(models_dir: Path) -> None:
+    from appliance.inference.runtime import ModelOutputError
+
+    runner = ModelRunner(load_package(models_dir / "bright1"))
+    with pytest.raises(ModelOutputError, match="non-finite score"):
+        runner._scored({"score": np.array([np.nan], np.float32)}, 32, 32, 0.1)
+    detector = ModelRunner(load_package(models_dir / "boxes"))
+    boxes = np.zeros((1, 1, 4), np.float32)
+    with pytest.raises(ModelOutputError, match="non-finite"):
+        detector._detections({"boxes": boxes, "scores": np.full((1, 1, 1), np.inf, np.float32)}, 32, 32, 0.1)

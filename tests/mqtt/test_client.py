@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -132,6 +133,25 @@ def test_password_from_systemd_credentials(broker, tmp_path):
     cfg = MqttConfig(username="appliance")
     assert read_password(cfg, {"CREDENTIALS_DIRECTORY": str(creds)}) == "s3cret"
     assert read_password(cfg, {}) is None
+    # the name the shipped unit loads (LoadCredentialEncrypted=appliance.mqtt-password) wins
+    (creds / "appliance.mqtt-password").write_text("from-the-unit\n")
+    assert read_password(cfg, {"CREDENTIALS_DIRECTORY": str(creds)}) == "from-the-unit"
+
+
+def test_password_credential_name_matches_the_shipped_unit(tmp_path):
+    """Every LoadCredential name for MQTT in systemd/appliance.service is one read_password reads."""
+    unit = (Path(__file__).resolve().parents[2] / "systemd" / "appliance.service").read_text()
+    names = [
+        line.split("=", 1)[1].split(":", 1)[0].strip()
+        for line in unit.splitlines()
+        if line.startswith(("LoadCredential=", "LoadCredentialEncrypted=")) and "mqtt" in line
+    ]
+    assert names
+    for name in names:
+        creds = tmp_path / name
+        creds.mkdir()
+        (creds / name).write_text("pw\n")
+        assert read_password(MqttConfig(), {"CREDENTIALS_DIRECTORY": str(creds)}) == "pw", name
 
 
 def test_no_broker_degraded_with_capped_backoff(link_for):

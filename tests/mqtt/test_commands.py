@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -188,3 +189,59 @@ def test_expired_while_waiting_is_stale():
     waited = Incoming("t", CommandTopic("stop", "l"), b"", False, 1, time.monotonic() - 2)
     assert handler._stale(envelope, fresh) is None
     assert "expiry" in (handler._stale(envelope, waited) or "")
+
+
+def test_every_command_is_answered_even_when_handling_raises(mqtt_settings, run_service, ot, caplog):
+    """Deep nesting, oversize payloads and a command that raises all get a `failed` ack."""
+    with run_service(mqtt_settings()) as service:
+        ot.ready()
+        ot.send("line/line1/cmd/stop", b"[" * 5000 + b"]" * 5000)  # RecursionError in json.loads
+        ot.send(
+            "line/line1/cmd/stop", b'{"cmd_id": "deep-1", "args": {"x": ' + b"[" * 5000 + b"]" * 5000 + b"}}"
+        )
+        ot.send("line/line1/cmd/stop", b'{"cmd_id": "big-1", "args": {"pad": "' + b"x" * 70_000 + b'"}}')
+        acks = ot.wait_final(None, 3)
+        anonymous = [a for a in acks if a["cmd_id"] is None]
+        assert len(anonymous) == 1 and "nested too deep" in anonymous[0]["reason"]
+        assert "nested too deep" in ot.acks("deep-1")[-1]["reason"]  # cmd_id read without parsing
+        assert "too large" in ot.acks("big-1")[-1]["reason"]
+        assert all(a["status"] == "failed" for a in acks)
+
+        handler = service.components["mqtt"].commands
+
+        def broken(line: str, by: str) -> Any:
+            raise RuntimeError("controller bug")
+
+        service.components["mqtt"].controller.stop_line = broken
+        ot.send("line/line1/cmd/stop", cmd("boom-1"))
+        acks = ot.wait_final("boom-1")
+        assert [a["status"] for a in acks] == ["accepted", "failed"]
+        assert "internal error: RuntimeError: controller bug" in acks[-1]["reason"]
+        ot.send("line/line1/cmd/stop", cmd("boom-1"))  # a redelivery is told the same, runs nothing
+        again = ot.wait_final("boom-1", 2)[-1]
+        assert again["duplicate"] is True and again["status"] == "failed"
+        assert handler.internal_errors == 1 and handler.alive
+    assert any("controller bug" in r.getMessage() for r in caplog.records)
+    caplog.clear()  # logged on purpose
+
+
+def test_a_busy_store_gets_a_failed_ack_not_silence(mqtt_settings, run_service, ot):
+    with run_service(mqtt_settings()) as service:
+        ot.ready()
+        handler = service.components["mqtt"].commands
+        handler.store_timeout_s = 0.3
+        release = threading.Event()
+        blocked = service.writer.call(lambda conn: release.wait(10))  # the writer is stuck
+        try:
+            ot.send("line/line1/cmd/stop", cmd("busy-1"))
+            acks = ot.wait_final("busy-1")
+        finally:
+            release.set()
+        blocked.result(timeout=10)
+        assert [a["status"] for a in acks] == ["failed"]
+        assert "store busy" in acks[0]["reason"] and "not run" in acks[0]["reason"]
+        assert not service.cameras[0].paused and handler.store_timeouts == 1
+        ot.send("line/line1/cmd/stop", cmd("busy-1"))  # the late insert was marked failed too
+        again = ot.wait_final("busy-1", 2)[-1]
+        assert again["duplicate"] is True and again["status"] == "failed"
+        assert not service.cameras[0].paused

@@ -139,3 +139,33 @@ def test_acl_denial_is_detected(mqtt_settings, broker, run_service):
         assert conn.execute("SELECT COUNT(*) FROM results WHERE published_ms IS NOT NULL").fetchone()[0] == 0
     finally:
         conn.close()
+
+
+def test_a_pass_that_raises_does_not_stop_the_outbox(mqtt_settings, listen, run_service, caplog):
+    """One unexpected exception in a pass used to end the publisher thread for good."""
+    settings = mqtt_settings()
+    topic = f"vision/{settings.node_id}/line/line1/result"
+    listener = listen([topic])
+    with run_service(settings) as service:
+        outbox = service.components["mqtt"].outbox
+        real = outbox._check_drain  # runs right after rows were put in flight
+        calls = {"n": 0}
+
+        def flaky() -> None:
+            calls["n"] += 1
+            if calls["n"] in {3, 4}:
+                raise RuntimeError("outbox bug")
+            real()
+
+        outbox._check_drain = flaky
+        listener.wait_for(lambda ms: len(ms) >= 30, timeout=20)
+        health = service.health()["components"]["mqtt"]["outbox"]
+        assert health["failed"] is None and health["iteration_errors"] == 2
+        assert outbox.alive
+    last = service.writer.last_seq
+    listener.wait_for(lambda ms: len(ms) >= last)
+    seqs = [json.loads(m.payload)["seq"] for m in listener.on(topic)]
+    assert seqs == list(range(1, last + 1))  # the rewind resent nothing in flight, lost nothing
+    assert not any(json.loads(m.payload)["replayed"] for m in listener.on(topic))
+    assert any(r.exc_info for r in caplog.records if "iteration failed" in r.getMessage())
+    caplog.clear()  # logged on purpose

@@ -177,3 +177,89 @@ def test_primary_host_state_store_and_forward_and_seq_wrap(mqtt_settings, listen
             assert metrics(births[1][1])["bdSeq"] == (bd + 1) % 256
     finally:
         spb.publish(state_topic, b"", retain=True)
+
+
+def wait_health(service: Any, key: str, at_least: int, timeout: float = 10) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        health = service.health()["components"]["sparkplug"]
+        if health[key] >= at_least:
+            return health
+        assert time.monotonic() < deadline, health
+        time.sleep(0.05)
+
+
+def test_malformed_retained_state_does_not_kill_the_node(mqtt_settings, listen, run_service, caplog):
+    """A poisoned STATE retained on the broker used to end the worker on every start."""
+    spb = listen([f"{NS}/#"])
+    state_topic = f"spBv1.0/STATE/{HOST}"
+    spb.publish(state_topic, b'{"online":true,"timestamp":1e400}', retain=True)  # OverflowError
+    try:
+        with run_service(settings_for(mqtt_settings, primary_host_id=HOST)) as service:
+            wait_health(service, "states_unreadable", 1)
+            nested = b'{"online":true,"timestamp":' + b"[" * 1500 + b"]" * 1500 + b"}"  # RecursionError
+            spb.publish(state_topic, nested, retain=True)
+            wait_health(service, "states_unreadable", 2)
+            far = now_ms() + 10 * 86_400_000  # would make every genuine STATE look older
+            spb.publish(state_topic, json.dumps({"online": True, "timestamp": far}), retain=True)
+            wait_health(service, "states_unreadable", 3)
+            spb.publish(state_topic, b"[" * 5000, retain=True)  # over the STATE size cap
+            wait_health(service, "messages_refused", 1)
+            assert not decoded(spb, "NBIRTH")
+            spb.publish(state_topic, json.dumps({"online": True, "timestamp": now_ms()}), retain=True)
+            wait_count(spb, "NBIRTH", 1)
+            wait_count(spb, "DDATA", 1)
+            health = service.health()["components"]["sparkplug"]
+            assert health["failed"] is None and health["born"] is True
+            assert health["item_errors"] == 0 and health["state"] == "ok"
+    finally:
+        spb.publish(state_topic, b"", retain=True)
+
+
+def test_a_message_that_raises_is_dropped_and_the_worker_goes_on(mqtt_settings, listen, run_service, caplog):
+    """The per-message boundary: an unexpected exception is counted, logged and skipped."""
+    spb = listen([f"{NS}/#"])
+    with run_service(settings_for(mqtt_settings)) as service:
+        wait_count(spb, "DDATA", 1)
+        node = service.components["sparkplug"]
+
+        def broken(line: str, payload: Any) -> None:
+            raise RecursionError("maximum recursion depth exceeded")
+
+        node._device_command = broken
+        bad = sp.build(now_ms(), None)
+        sp.add_metric(bad, "Control/Running", sp.BOOLEAN, False)
+        spb.publish(f"{NS}/DCMD/{EDGE}/line1", bad.SerializeToString())
+        health = wait_health(service, "item_errors", 1)
+        assert "RecursionError" in health["last_unexpected_error"]
+        deadline = time.monotonic() + 5  # the count is up a moment before the log record
+        while not any(r.exc_info for r in caplog.records if "unexpected error" in r.getMessage()):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        caplog.clear()  # logged on purpose
+        ddata = len(decoded(spb, "DDATA"))
+        wait_count(spb, "DDATA", ddata + 3)  # still forwarding results
+        assert node.alive and service.health()["components"]["sparkplug"]["failed"] is None
+        spb.publish(f"{NS}/DCMD/{EDGE}/line1", b"\0" * (300 * 1024))  # over the command cap
+        wait_health(service, "messages_refused", 1)
+
+
+def test_parse_state() -> None:
+    from appliance.mqtt.sparkplug.node import parse_state
+
+    now = 1_700_000_000_000
+    assert parse_state(b'{"online": true, "timestamp": 5}', now) == (True, 5)
+    assert parse_state(b"OFFLINE", now) == (False, None)
+    for bad in (
+        b'{"online":true,"timestamp":1e400}',
+        b'{"online":true,"timestamp":NaN}',
+        b'{"online":true,"timestamp":-1}',
+        b'{"online":"yes","timestamp":1}',
+        b'{"online":true,"timestamp":true}',
+        b'{"online":true}',
+        b"[" * 2000,
+        b"[1]",
+        b"\xff\xfe",
+        f'{{"online":true,"timestamp":{now + 2 * 86_400_000}}}'.encode(),
+    ):
+        assert parse_state(bad, now) is None, bad

@@ -63,3 +63,29 @@ def test_store_alarms_near_cap_and_disk_low(make_settings):
     alarms.check()
     assert "outbox_dropping" not in {a.details["alarm"] for a in service.events.alarms()}
     assert any(e.kind == "outbox_recovered" for e in service.events.recent())
+
+
+def test_a_bad_event_or_pass_does_not_stop_health_and_events(mqtt_settings, run_service, listen, caplog):
+    """An event that cannot be serialised is dropped; a failing pass backs off; the rest goes on."""
+    events = listen([f"{BASE}/event", f"{BASE}/health"])
+    with run_service(mqtt_settings(health_interval_s=1.0)) as service:
+        publisher = service.components["mqtt"].state
+        events.wait_for(lambda ms: any(m.topic.endswith("/health") for m in ms))
+        loop: dict[str, object] = {}
+        loop["self"] = loop  # asdict() recurses without end
+        service.events.emit("weird", "an event with circular details", details=loop)
+        service.events.emit("after", "the event behind it")
+        events.wait_for(lambda ms: any(json.loads(m.payload).get("kind") == "after" for m in ms))
+        assert not any(json.loads(m.payload).get("kind") == "weird" for m in events.messages)
+
+        def broken() -> None:
+            raise RuntimeError("alarm check bug")
+
+        publisher.alarms.check = broken
+        mark = len(events.messages)
+        events.wait_for(lambda ms: sum(m.topic.endswith("/health") for m in ms[mark:]) >= 2, timeout=10)
+        health = publisher.health()
+        assert health["failed"] is None and publisher.alive
+        assert health["item_errors"] >= 2 and health["events_dropped"] == 1
+    assert any(r.exc_info for r in caplog.records if "unexpected error" in r.getMessage())
+    caplog.clear()  # logged on purpose

@@ -37,9 +37,7 @@ OBJ = """<object><name>{cls}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xm
 <ymax>{y2}</ymax></bndbox></object>"""
 
 
-def make_neu(
-    root: Path, per_class: int = 4, size: int = 96, annotated: int = 48, seed: int = 0
-) -> Path:
+def make_neu(root: Path, per_class: int = 4, size: int = 96, annotated: int = 48, seed: int = 0) -> Path:
     """NEU-DET layout with images of `size` px but VOC boxes in an `annotated` px frame."""
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True)

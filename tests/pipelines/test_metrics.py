@@ -43,9 +43,7 @@ def test_choose_threshold_separates_when_possible():
 
 
 def test_classification_report_counts():
-    r = classification_report(
-        ["good", "good", "crack", "blowhole"], [0.1, 0.6, 0.7, 0.3], 0.5, "good"
-    )
+    r = classification_report(["good", "good", "crack", "blowhole"], [0.1, 0.6, 0.7, 0.3], 0.5, "good")
     assert r["confusion"] == {"tp": 1, "fn": 1, "fp": 1, "tn": 1}
     assert r["accuracy"] == 0.5
     assert r["per_class_recall"]["crack"]["recall"] == 1.0

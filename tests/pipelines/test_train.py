@@ -84,15 +84,11 @@ def test_training_is_deterministic(tiles: Path, tmp_path: Path, tiny_package: tu
     assert first["metrics"]["image_auroc"] == second["metrics"]["image_auroc"]
 
 
-def test_segdec_trains_and_exports_defect_map(
-    tiles: Path, tmp_path: Path, capsys: pytest.CaptureFixture
-):
+def test_segdec_trains_and_exports_defect_map(tiles: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
     pkg = _train(tiles, tmp_path / "seg", "segdec", 64, epochs=1)
     m = load_package(pkg).manifest
     assert m.kind == "segmentation"
-    assert (
-        evaluate.main(["--model", str(pkg), "--data", str(tiles), "--split", "val", "--json"]) == 0
-    )
+    assert evaluate.main(["--model", str(pkg), "--data", str(tiles), "--split", "val", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n_images"] == 6 and "image_auroc" in out
 
@@ -106,9 +102,7 @@ def test_detector_trains_and_evaluates(neu: Path, tmp_path: Path):
     assert 0.0 <= report["map50"] <= 1.0
 
 
-@pytest.mark.parametrize(
-    ("arch", "classes", "size"), [("tiny", 3, 48), ("segdec", 1, 64), ("fcos", 6, 64)]
-)
+@pytest.mark.parametrize(("arch", "classes", "size"), [("tiny", 3, 48), ("segdec", 1, 64), ("fcos", 6, 64)])
 def test_onnx_matches_torch(arch: str, classes: int, size: int, tmp_path: Path):
     torch.manual_seed(0)
     net = build(arch, classes).eval()
@@ -149,9 +143,7 @@ def test_int8_beyond_bound_is_refused(tiny_package: tuple[Path, Path], tmp_path:
     assert code == 2 and not out.exists()
 
 
-def test_train_on_corrupt_folder_names_the_file(
-    tiles: Path, tmp_path: Path, capsys: pytest.CaptureFixture
-):
+def test_train_on_corrupt_folder_names_the_file(tiles: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
     (tiles / "crack" / "crack_1.jpg").write_bytes(b"\x00garbage")
     with pytest.raises(SystemExit) as exc:
         train.main(
@@ -224,9 +216,7 @@ def test_seed_ensemble_averages_members(tiny_package: tuple[Path, Path], tmp_pat
     x = np.random.default_rng(0).integers(0, 256, (2, 1, 48, 48)).astype(np.float32)
 
     def run(folder: Path) -> list[np.ndarray]:
-        session = ort.InferenceSession(
-            str(folder / "model.onnx"), providers=["CPUExecutionProvider"]
-        )
+        session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
         return session.run(["score", "class_probs"], {"image": x})
 
     a, b, e = run(pkg), run(other), run(merged)

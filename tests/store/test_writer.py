@@ -139,14 +139,30 @@ def test_a_full_disk_stalls_writes_and_loses_nothing(tmp_path: Path) -> None:
     assert seqs(db) == list(range(1, 201))
 
 
-def test_migrations_run_once_and_a_newer_schema_is_refused(tmp_path: Path) -> None:
+def test_migrations_run_once_and_an_additive_newer_schema_still_opens(tmp_path: Path) -> None:
     db = tmp_path / "a.db"
     conn = open_store(db)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     assert migrate(conn) == len(MIGRATIONS)  # idempotent
-    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
     conn.close()
-    with pytest.raises(StoreError, match="newer than this software"):
+    # A newer release adds a table: this (older) release can still run on the database,
+    # which is what lets a failed upgrade roll back.
+    newer = [*MIGRATIONS, "CREATE TABLE added_later (x);"]
+    conn = connect(db)
+    assert migrate(conn, newer) == len(newer)
+    conn.close()
+    conn = open_store(db)
+    conn.close()
+
+
+def test_a_breaking_newer_schema_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    open_store(db).close()
+    newer = [*MIGRATIONS, "ALTER TABLE results RENAME COLUMN verdict TO outcome;"]
+    conn = connect(db)
+    migrate(conn, newer, breaking=frozenset({len(newer)}))
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this software .* refusing"):
         open_store(db)
 
 
@@ -189,3 +205,61 @@ def test_without_a_broker_retention_does_not_count_rows_as_undelivered(tmp_path:
     assert writer.call(writer._retention).result(5) == 10
     writer.stop()
     assert writer.dropped_unpublished == 0
+
+
+def test_a_failing_companion_write_keeps_the_verdict_and_the_writer(tmp_path: Path) -> None:
+    def broken(_conn: sqlite3.Connection) -> None:
+        raise PermissionError("pending/ is not writable")
+
+    writer = StoreWriter(tmp_path / "a.db", "node", StoreConfig())
+    writer.start()
+    writer.put(verdict(1), also=broken)
+    writer.put(verdict(2))
+    writer.stop()
+    assert writer.failed is None
+    assert seqs(tmp_path / "a.db") == [1, 2]
+
+
+def test_a_verdict_handed_over_after_stop_is_refused_loudly(tmp_path: Path) -> None:
+    from appliance.store.writer import WriterFailed
+
+    writer = StoreWriter(tmp_path / "a.db", "node", StoreConfig())
+    writer.start()
+    writer.stop()
+    with pytest.raises(WriterFailed, match="not written"):
+        writer.put(verdict(1))
+
+
+def test_a_full_queue_fails_a_call_after_its_deadline_instead_of_blocking(tmp_path: Path) -> None:
+    from appliance.store.writer import WriterBusy
+
+    writer = StoreWriter(tmp_path / "a.db", "node", StoreConfig(queue_size=16))
+    gate = threading.Event()
+    writer.start()
+    writer.call(lambda conn: gate.wait(10))  # holds the writer thread
+    time.sleep(0.2)
+    for n in range(16):
+        writer.put(verdict(n))
+    started = time.monotonic()
+    late = writer.call(lambda conn: 1, enqueue_timeout=0.5)
+    with pytest.raises(WriterBusy):
+        late.result(5)
+    assert time.monotonic() - started < 3
+    assert writer.backpressure_since is None or writer.backpressure_since > 0
+    gate.set()
+    writer.stop()
+    assert seqs(tmp_path / "a.db") == list(range(1, 17))
+
+
+def test_a_payload_never_carries_nan(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    writer = StoreWriter(tmp_path / "a.db", "node", StoreConfig())
+    writer.start()
+    writer.put(replace(verdict(1), confidence=float("nan"), total_ms=float("inf")))
+    writer.stop()
+    conn = sqlite3.connect(tmp_path / "a.db")
+    payload = conn.execute("SELECT payload FROM results").fetchone()[0]
+    conn.close()
+    assert "NaN" not in payload and "Infinity" not in payload
+    assert json.loads(payload)["confidence"] is None

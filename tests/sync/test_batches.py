@@ -167,6 +167,6 @@ def test_rows_deleted_by_retention_before_sync_are_counted_and_reported(
     worker.stop()
     assert worker.rows_lost == 5 and worker.health()["rows_lost_to_retention"] == 5
     assert [e.details for e in events.recent() if e.kind == "sync_rows_lost"] == [
-        {"first_seq": 11, "last_seq": 15}
+        {"alarm": "sync:rows_lost", "first_seq": 11, "last_seq": 15, "rows": 5, "total": 5}
     ]
     assert bucket.result_seqs("plant/") == [list(range(1, 11)), list(range(16, 21))]

@@ -198,3 +198,42 @@ def test_disputing_labels_become_hard_cases(
     ]
     assert conn.execute("SELECT value FROM meta WHERE key = 'sync.labels_cursor'").fetchone()[0] == "4"
     conn.close()
+
+
+def test_a_dispute_uses_the_quota_once(
+    make_settings: Callable[..., Settings],
+    writer: StoreWriter,
+    fill: Callable[..., Any],
+    ladder: Ladder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The console records its disputes itself; scanning them must not take quota again."""
+    from appliance.audit import Actor
+    from appliance.web.queries import label_op
+
+    monkeypatch.setattr("appliance.sync.keeper._HOUSEKEEPING_S", 0.2)  # scan labels often
+    fill(3)  # p0000..p0002 pass
+    operator = Actor("op", "user")
+    assert writer.call(label_op("p0000", "fail", "crack", operator)).result(timeout=10)["disputed"]
+    time.sleep(0.01)
+    writer.call(label_op("p0000", "fail", None, operator)).result(timeout=10)  # the same part again
+    add_label(writer, "p0001", "fail", None)  # a label the console did not record as a case
+    settings = make_settings(sync={"hard_cases": {"disputed": {"per_hour": 2, "per_day": 10}}})
+    keeper = Keeper(settings, writer, EventBus(), {"line1": ladder})
+    quota = keeper.selector.quotas["disputed"]
+    keeper.start()
+    try:
+        wait_until(lambda: keeper.selector.selected["disputed"] == 2)
+        # p0000's case was counted at start (restore), p0001's when it was recorded: one each
+        assert (quota.hour_count, quota.refused) == (2, 0)
+        writer.call(label_op("p0002", "fail", None, operator)).result(timeout=10)  # while running
+        wait_until(lambda: keeper.selector.selected["disputed"] == 3)
+    finally:
+        keeper.stop()
+    assert (quota.hour_count, quota.refused) == (3, 0)  # counted once, never refused: it happened
+    conn = connect(writer.path, readonly=True)
+    rows = conn.execute(
+        "SELECT part_id FROM hard_cases WHERE reason = 'disputed' ORDER BY part_id"
+    ).fetchall()
+    conn.close()
+    assert [r[0] for r in rows] == ["p0000", "p0001", "p0002"]

@@ -200,3 +200,41 @@ def test_unreadable_credentials_fail_the_start_with_a_clear_message(
     )
     with pytest.raises(RuntimeError, match="credentials_file .*missing: cannot read"):
         SyncWorker(settings, writer, EventBus()).start()
+
+
+def test_a_pass_that_raises_is_counted_and_the_worker_goes_on(
+    make_settings: Callable[..., Settings],
+    writer: StoreWriter,
+    fill: Callable[..., Any],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An exception outside a round (here the stale check) used to end the sync thread for good."""
+    export = tmp_path / "export"
+    export.mkdir()
+    settings = make_settings(sync={"target": f"file://{export}", "policy": "metadata", "interval_s": 0.1})
+    worker = SyncWorker(settings, writer, EventBus())
+    real = worker._oldest_unsynced_age_s
+    calls = {"n": 0}
+
+    def flaky() -> float | None:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise RuntimeError("stale check bug")
+        return real()
+
+    worker._oldest_unsynced_age_s = flaky  # type: ignore[method-assign]
+    worker.start()
+    try:
+        fill(5)
+        deadline = time.monotonic() + 10
+        while worker.synced_cursor < 5 or worker.guard.failing:
+            assert time.monotonic() < deadline, worker.health()
+            time.sleep(0.05)
+        health = worker.health()
+        assert worker.alive and worker.failed is None
+        assert health["iteration_errors"] == 2 and "stale check bug" in health["last_unexpected_error"]
+    finally:
+        worker.stop()
+    assert any(r.exc_info for r in caplog.records if "iteration failed" in r.getMessage())
+    caplog.clear()  # logged on purpose

@@ -226,7 +226,7 @@ def test_live_frame_long_poll_returns_a_newer_frame(console: Console) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/", "/results", "/review", "/models", "/health", "/settings", "/admin/users"]
+    "path", ["/", "/results", "/review", "/models", "/health", "/settings", "/admin/users", "/admin/tokens"]
 )
 def test_pages_redirect_to_login(console: Console, path: str) -> None:
     answer = httpx.get(f"{console.url}{path}", follow_redirects=False)
@@ -257,3 +257,29 @@ def test_hostile_page_requests_get_4xx_not_5xx(console: Console) -> None:
             assert "<script>alert" not in answer.text
         off_site = client.get("/login?next=//evil.example/")
     assert off_site.status_code == 303 and off_site.headers["location"] == "/"  # never off-site
+
+
+def test_tokens_listed_and_revoked_by_an_admin(console: Console) -> None:
+    from appliance.auth import add_token, expiry_ms
+
+    made, secret = console.write(lambda c: add_token(c, "mes-api", "viewer", expires_ms=expiry_ms(7)))
+    with httpx.Client(base_url=console.url, headers={"Authorization": f"Bearer {secret}"}, timeout=10) as mes:
+        assert mes.get("/api/results", params={"limit": 1}).status_code == 200
+        with console.api("viewer") as viewer:
+            assert viewer.get("/api/tokens").status_code == 403
+            assert viewer.post(f"/api/tokens/{made.id}/revoke").status_code == 403
+        with console.api("admin") as api:
+            listed = {t["id"]: t for t in api.get("/api/tokens").json()}
+            assert listed[made.id]["state"] == "active" and listed[made.id]["expires_ms"] > 0
+            assert secret not in str(listed) and "token_sha256" not in str(listed)
+            answer = api.post(f"/api/tokens/{made.id}/revoke")
+            assert answer.status_code == 200 and answer.json()["state"] == "ended"
+            assert api.post(f"/api/tokens/{made.id}/revoke").status_code == 409
+            assert api.post("/api/tokens/999999/revoke").status_code == 404
+            entries = api.get("/api/audit", params={"action": "token.revoke"}).json()
+        assert mes.get("/api/results", params={"limit": 1}).status_code == 401  # refused at once
+    assert [(e["result"], e["target"]) for e in entries[:3]] == [
+        ("invalid", "999999"),
+        ("invalid", str(made.id)),
+        ("ok", "mes-api"),
+    ]

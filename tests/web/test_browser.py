@@ -280,3 +280,23 @@ def test_screenshots_of_the_other_pages(page: Any, console: Console) -> None:
     page.goto("/settings")
     page.click("button[value=validate]")
     assert "The file is valid" in page.inner_text(".message.ok")
+
+
+def test_admin_revokes_a_token_on_the_tokens_page(page: Any, console: Console) -> None:
+    from appliance.auth import add_token
+
+    made, secret = console.write(lambda c: add_token(c, "line-pc", "operator"))
+    log_in(page, "admin")
+    page.wait_for_url(f"{console.url}/")
+    page.click("nav >> text=Tokens")
+    row = page.locator("tr", has_text="line-pc")
+    assert "active" in row.inner_text() and secret not in page.content()
+    shot(page, "tokens")
+    row.locator("button", has_text="Revoke").click()
+    page.wait_for_url("**/admin/tokens?done=*")
+    assert "ended" in page.locator("tr", has_text="line-pc").inner_text()
+    answer = httpx.get(f"{console.url}/api/results", headers={"Authorization": f"Bearer {secret}"})
+    assert answer.status_code == 401
+    with console.api("admin") as api:
+        entry = api.get("/api/audit", params={"action": "token.revoke"}).json()[0]
+    assert (entry["actor"], entry["target"], entry["details"]) == ("admin", "line-pc", {"id": made.id})

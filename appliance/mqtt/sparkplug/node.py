@@ -17,6 +17,11 @@ Session (its own MQTT connection, client id `vision-{node}-spb`, clean start):
    disconnect, reconnect (a new bdSeq) and wait for it to come back;
 6. graceful stop -> NDEATH, then DISCONNECT.
 
+Every message and event is handled in isolation: one that raises (a malformed STATE retained
+on the broker, a hostile NCMD) is counted, logged and dropped, and the worker goes on; a
+failing iteration backs off and retries (`appliance.guard.LoopGuard`). Payloads over a size
+cap are refused on arrival, and at most `_MAX_WAITING` messages wait for the worker.
+
 Every message with a seq (NBIRTH, DBIRTH, DDATA) is published by the one worker thread, so
 `seq` runs 0..255 and wraps without gaps.
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -37,6 +43,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from appliance.control import Controller
 from appliance.events import Event
+from appliance.guard import LoopGuard
 from appliance.mqtt.client import MqttLink, Session, Will
 from appliance.mqtt.credentials import LinkConfigError
 from appliance.mqtt.sparkplug import payloads as sp
@@ -51,6 +58,10 @@ logger = logging.getLogger(__name__)
 NAMESPACE = "spBv1.0"
 _CHUNK = 200  # results forwarded per round (bounded memory while a backlog drains)
 _PERSIST_PERIOD_S = 1.0
+_MAX_STATE_BYTES = 4096  # a STATE is {"online": true, "timestamp": ...}: tens of bytes
+_MAX_COMMAND_BYTES = 256 * 1024  # NCMD / DCMD: a few metrics
+_MAX_WAITING = 1000  # messages queued for the worker; more are refused (counted)
+_STATE_FUTURE_MS = 86_400_000  # a STATE timestamp further ahead than this is not believed
 
 
 class SparkplugTopics:
@@ -116,8 +127,11 @@ class SparkplugComponent:
         self.historical = 0
         self.commands = 0
         self.command_errors = 0
+        self.states_unreadable = 0
+        self.messages_refused = 0
         self.last_error: str | None = None
         self.failed: str | None = None
+        self.guard = LoopGuard("Sparkplug worker", logger)
         self.heartbeat = time.monotonic()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -144,9 +158,9 @@ class SparkplugComponent:
 
     @property
     def alive(self) -> bool:
-        """The link and the worker loop."""
+        """The link and the worker loop (not wedged: failing every iteration for minutes)."""
         worker = bool(self._thread and self._thread.is_alive() and time.monotonic() - self.heartbeat < 60)
-        return worker and self.link.alive
+        return worker and not self.guard.wedged and self.link.alive
 
     # --- bdSeq and the cursor, persisted ----------------------------------------------------
 
@@ -230,8 +244,21 @@ class SparkplugComponent:
         self._post("down", generation)
 
     def on_message(self, message: paho.MQTTMessage) -> None:
-        """STATE, NCMD or DCMD."""
-        self._post("message", message.topic, bytes(message.payload))
+        """STATE, NCMD or DCMD; oversized payloads and a flood beyond the queue are refused."""
+        topic, size = message.topic, len(message.payload)
+        state = bool(self.primary_host) and topic == SparkplugTopics.state(self.primary_host or "")
+        limit = _MAX_STATE_BYTES if state else _MAX_COMMAND_BYTES
+        if size > limit:
+            self._refuse(f"{topic}: {size} bytes, over the {limit} byte cap")
+        elif len(self._queue) >= _MAX_WAITING:
+            self._refuse(f"{topic}: {_MAX_WAITING} messages already wait for the worker")
+        else:
+            self._post("message", topic, bytes(message.payload))
+
+    def _refuse(self, reason: str) -> None:
+        self.messages_refused += 1
+        self.last_error = f"message refused: {reason}"
+        logger.warning("Sparkplug %s", self.last_error)
 
     def on_published(self, generation: int, mid: int, reason: ReasonCode) -> None:
         """QoS 0 data needs no bookkeeping."""
@@ -252,14 +279,26 @@ class SparkplugComponent:
                 self.heartbeat = time.monotonic()
                 self._wake.wait(0.5)
                 self._wake.clear()
-                while self._queue:
-                    self._handle(self._queue.popleft())
-                if self._born:
-                    self._forward()
-                self._persist()
-        except Exception as exc:  # thread boundary
+                try:
+                    self._iteration()
+                except Exception as exc:  # thread boundary: one iteration; back off and go on
+                    self._stop.wait(self.guard.failed(exc))
+                else:
+                    self.guard.ok()
+        except Exception as exc:  # thread boundary (the loop itself)
             self.failed = f"{type(exc).__name__}: {exc}"
             logger.exception("Sparkplug worker failed")
+
+    def _iteration(self) -> None:
+        while self._queue:
+            item = self._queue.popleft()
+            try:
+                self._handle(item)
+            except Exception as exc:  # thread boundary: one message or event, never the worker
+                self.guard.skipped(exc, f"{item[0]} {item[1] if len(item) > 1 else ''}".strip())
+        if self._born:
+            self._forward()
+        self._persist()
 
     def _handle(self, item: tuple[Any, ...]) -> None:
         kind = item[0]
@@ -295,18 +334,14 @@ class SparkplugComponent:
             self._device_command(topic[len(prefix) :], payload)
 
     def _host_state(self, data: bytes) -> None:
-        """Sparkplug 3.0 STATE is JSON {"online": bool, "timestamp": ms}; 2.2 used ONLINE/OFFLINE."""
-        text = data.decode("utf-8", "replace").strip()
-        timestamp = None
-        try:
-            body = json.loads(text)
-            online = bool(body["online"])
-            timestamp = int(body["timestamp"])
-        except (ValueError, TypeError, KeyError):
-            if text.upper() not in {"ONLINE", "OFFLINE"}:
-                logger.warning("unreadable STATE from primary host %s: %r", self.primary_host, text[:100])
-                return
-            online = text.upper() == "ONLINE"
+        """Act on the primary host's STATE (see `parse_state`); an unreadable one is ignored."""
+        parsed = parse_state(data, now_ms())
+        if parsed is None:
+            self.states_unreadable += 1
+            self.last_error = f"unreadable STATE from primary host {self.primary_host}"
+            logger.warning("%s: %r", self.last_error, data[:100])
+            return
+        online, timestamp = parsed
         if timestamp is not None:
             if timestamp < self._host_ts:
                 return  # an older STATE than the one we acted on
@@ -447,7 +482,12 @@ class SparkplugComponent:
         lines = set(self.controller.lines())
         for row in rows:
             if row["line"] in lines:
-                result = json.loads(row["payload"])
+                try:
+                    result = json.loads(row["payload"])
+                except ValueError as exc:  # a row we cannot read must not hold up the rest
+                    self.guard.skipped(exc, f"result seq {row['seq']}")
+                    self.forwarded_seq = row["seq"]
+                    continue
                 historical = row["seq"] <= self._live_from
                 metrics = _result_metrics(result)
                 if not historical:
@@ -468,6 +508,8 @@ class SparkplugComponent:
         state = link["state"]
         if self.failed or not self.alive:
             state = "error"
+        elif state == "ok" and self.guard.failing:
+            state = "degraded"
         elif state == "ok" and not self._born:
             state = "degraded"  # connected but not born: waiting for the primary host
         return {
@@ -488,10 +530,40 @@ class SparkplugComponent:
             "historical": self.historical,
             "commands": self.commands,
             "command_errors": self.command_errors,
+            "states_unreadable": self.states_unreadable,
+            "messages_refused": self.messages_refused,
+            **self.guard.health(),
             "last_error": self.last_error,
             "failed": self.failed,
             "link": link,
         }
+
+
+def parse_state(data: bytes, now: int) -> tuple[bool, int | None] | None:
+    """(online, timestamp) of a primary host's STATE, or None when it cannot be believed.
+
+    Sparkplug 3.0: JSON `{"online": bool, "timestamp": ms}`; 2.2: `ONLINE` / `OFFLINE` (no
+    timestamp). The timestamp must be a finite number from 0 up to a day ahead of our clock:
+    `1e400` (infinite) or 10**30 would otherwise either raise or make every later, genuine
+    STATE look older and be ignored until a restart.
+    """
+    text = data.decode("utf-8", "replace").strip()
+    if text.upper() in {"ONLINE", "OFFLINE"}:
+        return text.upper() == "ONLINE", None
+    try:
+        body = json.loads(text)
+    except (ValueError, RecursionError):  # not JSON, a huge number, or nested too deep
+        return None
+    if not isinstance(body, dict):
+        return None
+    online, timestamp = body.get("online"), body.get("timestamp")
+    if not isinstance(online, bool) or isinstance(timestamp, bool):
+        return None
+    if not isinstance(timestamp, int | float) or not math.isfinite(timestamp):
+        return None
+    if not 0 <= timestamp <= now + _STATE_FUTURE_MS:
+        return None
+    return online, int(timestamp)
 
 
 def _result_metrics(result: dict[str, Any]) -> list[tuple[str, int, Any]]:

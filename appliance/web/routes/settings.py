@@ -2,6 +2,8 @@
 
 Every save, and every refused attempt, is audited with a diff. A save takes effect at the next
 restart of the service; the page says so while the file differs from what is running.
+Credentials never reach a reader: the effective settings are shown with URLs and secret-named
+values masked, and the file's text only admins see unmasked (`appliance/web/redact.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from appliance import audit
 from appliance.web import config_edit
 from appliance.web.deps import Caller, Console, api, api_write, console, page, page_write
+from appliance.web.redact import redact_settings, redact_text
 from appliance.web.templating import render
 
 router = APIRouter()
@@ -29,15 +32,16 @@ class SettingsIn(BaseModel):
     dry_run: bool = Field(False, description="Only validate; do not write")
 
 
-def settings_state(ctx: Console) -> dict[str, Any]:
-    """The effective settings and the config file."""
+def settings_state(ctx: Console, caller: Caller) -> dict[str, Any]:
+    """The effective settings (credentials masked) and the config file (masked but for admins)."""
     service = ctx.service
+    text = config_edit.current_text(service)
     return {
-        "effective": service.settings.model_dump(mode="json"),
+        "effective": redact_settings(service.settings.model_dump(mode="json")),
         "file": str(service.config_path) if service.config_path else None,
         "target": str(config_edit.target(service)),
         "embedded_default": service.config_path is None,
-        "text": config_edit.current_text(service),
+        "text": text if caller.can("admin") else redact_text(text),
         "restart_required": config_edit.restart_pending(ctx.service, ctx.config_sha256),
     }
 
@@ -97,9 +101,9 @@ def _audit(caller: Caller, result: audit.Result, target: str, details: dict[str,
 
 
 @router.get("/api/settings", tags=["settings"], summary="Effective configuration and the config file")
-def settings_json(request: Request, _: Annotated[Caller, Depends(api("viewer"))]) -> dict[str, Any]:
-    """Read-only for everyone; secrets never appear (they live in files the config points at)."""
-    return settings_state(console(request))
+def settings_json(request: Request, caller: Annotated[Caller, Depends(api("viewer"))]) -> dict[str, Any]:
+    """Read-only for everyone, credentials masked (the file's text is unmasked for admins only)."""
+    return settings_state(console(request), caller)
 
 
 @router.put(
@@ -132,7 +136,7 @@ def settings_put(
 def settings_page(request: Request, caller: Annotated[Caller, Depends(page("viewer"))]) -> HTMLResponse:
     """The effective settings; the editor for admins."""
     ctx = console(request)
-    state = settings_state(ctx)
+    state = settings_state(ctx, caller)
     return render(
         request,
         ctx,
@@ -155,7 +159,7 @@ def settings_form(
     ctx = console(request)
     text = toml.replace("\r\n", "\n")
     problems, saved = _apply(ctx, caller, text, dry_run=action == "validate")
-    state = settings_state(ctx)
+    state = settings_state(ctx, caller)
     if problems or action == "validate":
         state["text"] = text  # keep the admin's edit on the page
     return render(
