@@ -217,6 +217,57 @@ def split_dataset(dataset: Dataset, seed: int, fractions: Sequence[float]) -> di
     return result
 
 
+def kfold(dataset: Dataset, pool: Sequence[int], n_folds: int, seed: int) -> list[list[int]]:
+    """`n_folds` disjoint, class-stratified folds of the indices `pool` (cross-validation).
+
+    Per class (sorted by name) the pool's indices are permuted by one numpy Generator seeded with
+    `seed` and dealt round-robin, the next class starting where the previous one stopped, so fold
+    sizes differ by at most one and every class is spread as evenly as its count allows.
+    """
+    if n_folds < 2:
+        raise ValueError(f"cross-validation needs at least 2 folds, not {n_folds}")
+    if len(pool) < n_folds:
+        raise ValueError(f"{len(pool)} images cannot fill {n_folds} folds")
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, list[int]] = {}
+    for i in sorted(pool):
+        by_class.setdefault(dataset.samples[i].label, []).append(i)
+    folds: list[list[int]] = [[] for _ in range(n_folds)]
+    turn = 0
+    for label in sorted(by_class):
+        idx = np.asarray(by_class[label])[rng.permutation(len(by_class[label]))]
+        for i in idx.tolist():
+            folds[turn % n_folds].append(i)
+            turn += 1
+    return [sorted(f) for f in folds]
+
+
+def fold_split(
+    split: dict[str, list[int]], dataset: Dataset, n_folds: int, fold: int, seed: int
+) -> dict[str, list[int]]:
+    """The split of cross-validation member `fold`: train on train+val minus the fold, hold it out.
+
+    The returned 'val' is the held-out fold (what the member is scored on: out-of-fold), 'train'
+    the rest of train+val; 'test' and 'all' are unchanged, so the test split stays untouched.
+    """
+    if not 0 <= fold < n_folds:
+        raise ValueError(f"fold {fold} is not in 0..{n_folds - 1}")
+    folds = kfold(dataset, split["train"] + split["val"], n_folds, seed)
+    held = folds[fold]
+    train = sorted(i for k, f in enumerate(folds) if k != fold for i in f)
+    return {"train": train, "val": held, "test": split["test"], "all": split["all"]}
+
+
+def split_from_manifest(dataset: Dataset, training: dict) -> dict[str, list[int]]:
+    """Re-create the split a package recorded (`training.split`, plus `training.fold` if any)."""
+    info = training["split"]
+    split = split_dataset(dataset, int(info["seed"]), info["fractions"])
+    fold = training.get("fold")
+    if fold:
+        split = fold_split(split, dataset, int(fold["n"]), int(fold["k"]), int(fold["seed"]))
+    return split
+
+
 def read_image(path: Path) -> np.ndarray:
     """Read an image as the folder camera source does (IMREAD_UNCHANGED); raise naming the file."""
     data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None

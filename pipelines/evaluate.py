@@ -27,8 +27,8 @@ import numpy as np
 
 from appliance.inference.package import ModelPackage, load_package
 from appliance.inference.runtime import Inference, ModelRunner, SessionSettings
-from pipelines.datasets import SPLITS, Dataset, load_dataset, read_image, split_dataset
-from pipelines.metrics import classification_report, detection_map
+from pipelines.datasets import SPLITS, Dataset, load_dataset, read_image, split_from_manifest
+from pipelines.metrics import box_f1_at, classification_report, detection_map
 
 WARMUP = 3
 
@@ -55,10 +55,11 @@ def split_indices(package: ModelPackage, dataset: Dataset, split: str) -> list[i
     """Indices of `split` as recorded in the package's manifest (or all)."""
     if split == "all":
         return list(range(len(dataset.samples)))
-    info = package.manifest.training.get("split")
-    if not info:
+    training = package.manifest.training
+    if not training.get("split"):
         raise SystemExit(f"{package.path}: manifest records no split; use --split all")
-    return split_dataset(dataset, int(info["seed"]), info["fractions"])[split]
+    # A cross-validation member's "val" is its held-out fold (see datasets.fold_split).
+    return split_from_manifest(dataset, training)[split]
 
 
 def run_package(
@@ -94,7 +95,19 @@ def classification_metrics(runner: ModelRunner, dataset: Dataset, scored: Scored
 
 
 def detection_metrics(runner: ModelRunner, dataset: Dataset, scored: Scored) -> dict[str, Any]:
-    """VOC mAP@0.5 over the six classes from the runtime's post-NMS detections, plus latency."""
+    """VOC mAP@0.5 over the six classes from the runtime's post-NMS detections, box precision /
+    recall / F1 at the manifest threshold (the boxes the appliance lists), plus latency."""
+    gts, dets = ground_truth_and_detections(dataset, scored)
+    report = detection_map(gts, dets, list(dataset.labels))
+    report["at_threshold"] = box_f1_at(gts, dets, runner.manifest.threshold)
+    report["n_images"] = len(scored.indices)
+    report["min_box_score"] = runner.manifest.min_box_score
+    report["latency_ms_p50"] = round(float(np.median(scored.compute_ms)), 4)
+    return report
+
+
+def ground_truth_and_detections(dataset: Dataset, scored: Scored) -> tuple[list, list]:
+    """Per image: (normalised GT boxes, labels) and [(class, confidence, normalised box)]."""
     gts, dets = [], []
     for i, result in zip(scored.indices, scored.results, strict=True):
         sample = dataset.samples[i]
@@ -107,11 +120,7 @@ def detection_metrics(runner: ModelRunner, dataset: Dataset, scored: Scored) -> 
                 for d in result.defects
             ]
         )
-    report = detection_map(gts, dets, list(dataset.labels))
-    report["n_images"] = len(scored.indices)
-    report["min_box_score"] = runner.manifest.min_box_score
-    report["latency_ms_p50"] = round(float(np.median(scored.compute_ms)), 4)
-    return report
+    return gts, dets
 
 
 def evaluate_model(

@@ -181,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
         help="keep val ladder AUROC >= RATIO x tier-2 val AUROC (target 0.99, "
         "0.995 leaves a margin for val/test noise)",
     )
+    parser.add_argument(
+        "--tier2-scores",
+        help="JSON {image path relative to --data: score} of tier 2 on held-out images, e.g. the "
+        "out-of-fold scores of a cross-fit tier 2 (pipelines.crossval writes oof_scores.json); "
+        "required when tier 2 was trained on the val split",
+    )
     args = parser.parse_args(argv)
     tier1, tier2 = args.ladder.split(",")
     r1, r2 = make_runner(tier1), make_runner(tier2)
@@ -189,10 +195,26 @@ def main(argv: list[str] | None = None) -> int:
     if split_indices(r2.package, dataset, "val") != val:
         raise SystemExit("tiers were trained on different splits")
     s1 = run_package(r1, dataset, val, "tier1").scores
-    s2 = run_package(r2, dataset, val, "tier2").scores
+    if args.tier2_scores:
+        held = json.loads(Path(args.tier2_scores).read_text(encoding="utf-8"))
+        names = [str(dataset.samples[i].path.relative_to(dataset.root)) for i in val]
+        missing = [n for n in names if n not in held]
+        if missing:
+            raise SystemExit(f"{args.tier2_scores}: no score for {len(missing)} val images")
+        s2 = np.array([held[n] for n in names], np.float64)
+        source = f"held-out scores from {args.tier2_scores}"
+    elif r2.manifest.training.get("crossval"):
+        raise SystemExit(
+            f"{tier2} was cross-fit on train+val: its val scores are in-sample; "
+            "pass its out-of-fold scores with --tier2-scores"
+        )
+    else:
+        s2 = run_package(r2, dataset, val, "tier2").scores
+        source = "tier 2 run on val through the runtime"
     y = np.array([not dataset.samples[i].is_good for i in val])
     band, info = choose_band(y, s1, s2, r1.manifest.threshold, args.ratio, args.max_escalation)
     info["tier2"] = f"{r2.manifest.name} {r2.manifest.version}"
+    info["tier2_scores"] = source
     folder = Path(tier1)
     raw = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
     raw["uncertain_band"] = list(band)

@@ -35,8 +35,9 @@ RECIPES: dict[str, dict[str, Any]] = {
         "budget_minutes": 40.0,
         "split_seed": MT_SPLIT_SEED,
         "out": "build/fp32/mt-tier2",
-        "version": "1.1.0",
-        "ensemble_seeds": [0, 1],
+        "version": "2.0.0",
+        # Four members, each holding out one fold of train+val (pipelines.crossval).
+        "crossval": {"folds": 4, "seed": 7},
     },
     "neu-det": {
         "dataset": "neu-det",

@@ -2,11 +2,16 @@
 
     python -m pipelines.retrain mt-tier1 | mt-tier2 | neu-det [--data DIR] [--version X.Y.Z]
 
-1. `pipelines.train --recipe NAME` writes the FP32 reference to build/fp32/NAME (git-ignored).
+1. `pipelines.train --recipe NAME` writes the FP32 package to build/fp32/NAME (git-ignored).
 2. `pipelines.quantize` writes the INT8 package to models/NAME when its val-split drop is within
-   the bound (0.01); otherwise the FP32 package is shipped and the refusal is recorded.
+   the bound (0.01); otherwise the FP32 package is shipped and the refusal is recorded. The FP32
+   graph goes along as models/NAME/reference/model-fp32.onnx (what `appliance bench` compares
+   INT8 with) unless it is too large to keep in the repository (`ship_reference` False).
+   A recipe with `crossval` (mt-tier2) replaces steps 1-2 by `pipelines.crossval`: K members,
+   each holding out one fold of train+val, checked and quantized on their folds, merged.
 3. For the magnetic-tile tiers, once both packages exist, `pipelines.ladder` re-chooses tier 1's
-   uncertain band on the val split (tier 2 changing moves the band too).
+   uncertain band on the val split (tier 2 changing moves the band too); a cross-fit tier 2
+   contributes its out-of-fold scores on the val images.
 
 Bump the version (recipe or --version) whenever a retrained package is meant to ship.
 """
@@ -16,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,6 +30,7 @@ from pipelines.recipes import RECIPES
 
 ROOT = Path(__file__).resolve().parents[1]
 LADDER = ("mt-tier1", "mt-tier2")
+REFERENCE = Path("reference") / "model-fp32.onnx"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-drop", type=float, default=0.01)
     args = parser.parse_args(argv)
 
-    from pipelines import ensemble, ladder, quantize, train
+    from pipelines import crossval, ladder, quantize, train
     from pipelines.datasets import datasets_root
 
     start = time.time()
@@ -53,34 +58,36 @@ def main(argv: list[str] | None = None) -> int:
     base = ["--recipe", args.name, "--data", data, "--threads", str(args.threads)]
     if args.version:
         base += ["--version", args.version]
-    seeds = recipe.get("ensemble_seeds")
-    if seeds:
-        # Seed ensemble: members train in parallel (one process and thread each), then merge.
-        members = [fp32.with_name(f"{fp32.name}-s{s}") for s in seeds]
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "pipelines.train", *base, "--out", str(m), "--seed", str(s)],
-                cwd=ROOT,
-            )
-            for s, m in zip(seeds, members, strict=True)
-        ]
-        if any(p.wait() != 0 for p in procs):
-            raise SystemExit("an ensemble member failed to train")
-        ensemble.ensemble_package(members, fp32, Path(data))
+    if recipe.get("crossval"):
+        cv = ["--recipe", args.name, "--data", data, "--out", str(fp32), "--ship", str(ship)]
+        crossval.main(
+            [*cv, "--max-drop", str(args.max_drop)]
+            + (["--version", args.version] if args.version else [])
+        )
     else:
         train.main([*base, "--out", str(fp32)])
-    record = quantize.quantize_package(fp32, ship, Path(data), max_drop=args.max_drop)
-    if record.get("refused"):
-        # Ship the FP32 reference rather than an INT8 model outside its bound.
-        ship.mkdir(parents=True, exist_ok=True)
-        for f in ("model.onnx", MANIFEST_FILE):
-            shutil.copyfile(fp32 / f, ship / f)
-        raw = json.loads((ship / MANIFEST_FILE).read_text(encoding="utf-8"))
-        raw["training"]["int8_refused"] = record
-        write_manifest(ship, raw)
+        record = quantize.quantize_package(fp32, ship, Path(data), max_drop=args.max_drop)
+        if record.get("refused"):
+            # Ship the FP32 reference rather than an INT8 model outside its bound.
+            ship.mkdir(parents=True, exist_ok=True)
+            for f in ("model.onnx", MANIFEST_FILE):
+                shutil.copyfile(fp32 / f, ship / f)
+            raw = json.loads((ship / MANIFEST_FILE).read_text(encoding="utf-8"))
+            raw["training"]["int8_refused"] = record
+            write_manifest(ship, raw)
+        elif recipe.get("ship_reference", True):
+            (ship / REFERENCE).parent.mkdir(exist_ok=True)
+            shutil.copyfile(fp32 / "model.onnx", ship / REFERENCE)
     if args.name in LADDER and all((ROOT / "models" / n / MANIFEST_FILE).is_file() for n in LADDER):
         tiers = ",".join(str(ROOT / "models" / n) for n in LADDER)
-        ladder.main(["--ladder", tiers, "--data", data])
+        band = ["--ladder", tiers, "--data", data]
+        tier2 = load_package(ROOT / "models" / LADDER[1]).manifest
+        if tier2.training.get("crossval"):
+            held = ROOT / "models" / LADDER[1] / "reference" / crossval.OOF_FILE
+            if not held.is_file():
+                raise SystemExit(f"{held} is missing: retrain {LADDER[1]} to re-create it")
+            band += ["--tier2-scores", str(held)]
+        ladder.main(band)
     minutes = (time.time() - start) / 60.0
     raw = json.loads((ship / MANIFEST_FILE).read_text(encoding="utf-8"))
     raw["training"]["retrain_wall_minutes"] = round(minutes, 1)

@@ -45,11 +45,13 @@ from pipelines.architectures import (
     exportable,
     fcos_points,
 )
+from pipelines.crossval import HOLDOUT_FILE
 from pipelines.datasets import (
     DEFAULT_FRACTIONS,
     Dataset,
     DatasetError,
     datasets_root,
+    fold_split,
     load_arrays,
     load_dataset,
     split_dataset,
@@ -69,9 +71,20 @@ def log(msg: str) -> None:
 
 
 def augment_images(
-    x: torch.Tensor, m: torch.Tensor | None, gen: torch.Generator, geometric: bool = True
+    x: torch.Tensor,
+    m: torch.Tensor | None,
+    gen: torch.Generator,
+    geometric: bool = True,
+    scale_jitter: float = 0.1,
+    aspect_jitter: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Flips, small affine jitter (image and mask together) and brightness/contrast/gamma."""
+    """Flips, affine jitter (image and mask together) and brightness/contrast/gamma.
+
+    Zoom is 1 +- `scale_jitter`, shift +-5%; `aspect_jitter` > 0 additionally scales x and y
+    independently by up to +-that fraction (the runtime stretch-resizes tiles of any aspect, so
+    a defect's on-input shape varies with the tile's). At 0 no extra random draws are made, so
+    older recipes keep their random stream.
+    """
     n = x.shape[0]
     if geometric:
         flip_h = torch.rand(n, generator=gen) < 0.5
@@ -81,11 +94,14 @@ def augment_images(
         if m is not None:
             m = torch.where(flip_h[:, None, None, None], m.flip(3), m)
             m = torch.where(flip_v[:, None, None, None], m.flip(2), m)
-        scale = 1.0 + (torch.rand(n, generator=gen) - 0.5) * 0.2
+        scale = 1.0 + (torch.rand(n, generator=gen) - 0.5) * 2.0 * scale_jitter
         shift = (torch.rand(n, 2, generator=gen) - 0.5) * 0.1
         theta = torch.zeros(n, 2, 3)
         theta[:, 0, 0] = scale
         theta[:, 1, 1] = scale
+        if aspect_jitter > 0:
+            aspect = 1.0 + (torch.rand(n, generator=gen) - 0.5) * 2.0 * aspect_jitter
+            theta[:, 0, 0] = scale * aspect
         theta[:, :, 2] = shift
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
@@ -105,6 +121,42 @@ def photometric(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     x = (x - mean) * contrast + mean + bright
     x = 255.0 * (x.clamp(0, 255) / 255.0) ** gamma
     return x
+
+
+def random_crop(
+    x: torch.Tensor,
+    m: torch.Tensor,
+    y: torch.Tensor,
+    size: int,
+    gen: torch.Generator,
+    defect_p: float = 0.7,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Square crops of `size` px (training a fully convolutional net faster on large inputs).
+
+    For a defect image, with probability `defect_p` the crop is placed around a random defect
+    pixel, otherwise uniformly. The crop's label follows its mask: a defect image whose defect
+    falls outside the crop becomes a good example (class 0).
+    """
+    n, _, h, w = x.shape
+    size = min(size, h, w)
+    xs, ms = [], []
+    labels = y.clone()
+    for i in range(n):
+        r = torch.rand(3, generator=gen)
+        on = torch.nonzero(m[i, 0] > 0.5)
+        if len(on) and float(r[0]) < defect_p:
+            py, px = on[int(float(r[1]) * len(on)) % len(on)].tolist()
+            # The defect pixel lands uniformly inside the crop (then clamped to the image).
+            y0 = min(max(py - int(float(r[2]) * size), 0), h - size)
+            x0 = min(max(px - int(float(torch.rand(1, generator=gen)) * size), 0), w - size)
+        else:
+            y0 = int(float(r[1]) * (h - size + 1))
+            x0 = int(float(r[2]) * (w - size + 1))
+        xs.append(x[i, :, y0 : y0 + size, x0 : x0 + size])
+        ms.append(m[i, :, y0 : y0 + size, x0 : x0 + size])
+        if len(on) and not bool((ms[-1] > 0.5).any()):
+            labels[i] = 0  # (a defect whose mask vanished at this size keeps its label)
+    return torch.stack(xs), torch.stack(ms), labels
 
 
 def flip_boxes(boxes: list[np.ndarray], flip_h: np.ndarray, flip_v: np.ndarray) -> list[np.ndarray]:
@@ -307,6 +359,10 @@ def train(cfg: dict[str, Any]) -> Path:
         raise SystemExit(f"arch {arch} does not fit a {dataset.layout} folder")
     fractions = cfg.get("fractions") or DEFAULT_FRACTIONS[dataset.kind]
     split = split_dataset(dataset, cfg["split_seed"], fractions)
+    if cfg.get("folds"):
+        # Cross-validation member: train on train+val minus fold k, score the held-out fold.
+        split = fold_split(split, dataset, int(cfg["folds"]), int(cfg["fold"]), cfg["fold_seed"])
+        log(f"cross-validation member: fold {cfg['fold']} of {cfg['folds']} held out")
     log(
         f"{dataset.layout}: {len(dataset.samples)} images, split train/val/test = "
         f"{len(split['train'])}/{len(split['val'])}/{len(split['test'])} (seed {cfg['split_seed']})"
@@ -323,6 +379,9 @@ def train(cfg: dict[str, Any]) -> Path:
     mean, std = float(xtr.mean()), float(xtr.std() + 1e-3)
     net.norm.mean.fill_(mean)
     net.norm.std.fill_(std)
+    if cfg.get("channels_last"):
+        # NHWC activations: measured ~20-30% faster convolutions on this CPU (one thread).
+        net = net.to(memory_format=torch.channels_last)
     ema = EMA(net, cfg["ema"])
     opt = torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     points = fcos_points(height, width) if arch == "fcos" else None
@@ -362,6 +421,8 @@ def train(cfg: dict[str, Any]) -> Path:
         projected = used * total / max(1, step)
         return used / loop_budget if step > 0 and projected > loop_budget else 0.0
 
+    select_last = cfg.get("select", "best") == "last"
+    checkpoints: dict[int, list[float]] = {}
     best: dict[str, Any] = {
         "metric": -1.0,
         "key": (-1.0, 0.0),
@@ -392,9 +453,13 @@ def train(cfg: dict[str, Any]) -> Path:
                 )
             else:
                 m = torch.from_numpy(mtr[idx]).float()[:, None]
-                x, m = augment_images(x, m, gen)
-                out = net(x)
+                x, m = augment_images(x, m, gen, True, cfg["scale_jitter"], cfg["aspect_jitter"])
                 y = torch.from_numpy(ytr[idx])
+                if cfg.get("crop"):
+                    x, m, y = random_crop(x, m, y, int(cfg["crop"]), gen, cfg["crop_defect_p"])
+                if cfg.get("channels_last"):
+                    x = x.contiguous(memory_format=torch.channels_last)
+                out = net(x)
                 if arch == "tiny":
                     loss = F.cross_entropy(out["logits"], y, weight=class_w)
                     target = F.adaptive_max_pool2d((m > 0.5).float(), out["mask_logits"].shape[-2:])
@@ -414,7 +479,9 @@ def train(cfg: dict[str, Any]) -> Path:
         # Model selection on val with the EMA weights.
         last = epoch == epochs or (time.time() - start) * (epoch + 1) / epoch > budget_s
         tie_break = 0.0
-        if arch == "fcos":
+        if select_last and not (last or epoch % int(cfg["eval_every"]) == 0):
+            metric, name = float("nan"), "val_auroc"
+        elif arch == "fcos":
             # mAP (with NMS) is slow: only from a third of the schedule on, and always at the end.
             late = epoch >= epochs // 3 or time_frac() >= 1 / 3
             metric = predict_map(ema.model, xva, val_gts, labels, points) if late or last else 0.0
@@ -423,11 +490,14 @@ def train(cfg: dict[str, Any]) -> Path:
             p_val = predict_scores(ema.model, arch, xva)
             metric = auroc(yva != 0, p_val)
             name = "val_auroc"
+            checkpoints[epoch] = [round(float(v), 6) for v in p_val]
             # A small val split saturates AUROC (1.0); ties are broken by val log-loss.
             p_val = np.clip(p_val, 1e-6, 1 - 1e-6)
             tie_break = float(np.mean(np.where(yva != 0, np.log(p_val), np.log(1 - p_val))))
         key = (round(metric, 6), tie_break)
-        improved = key > best["key"]
+        # select "last": the schedule's final EMA weights, whatever val says (no selection on
+        # the held-out data, so a cross-validation member's held-out scores stay unbiased).
+        improved = last if select_last else key > best["key"]
         if improved:
             best = {
                 "metric": metric,
@@ -438,9 +508,10 @@ def train(cfg: dict[str, Any]) -> Path:
         elapsed = time.time() - start
         per_epoch = (elapsed) / epoch
         eta = per_epoch * (epochs - epoch)
-        history.append(
-            {"epoch": epoch, "loss": round(float(np.mean(losses)), 5), name: round(metric, 4)}
-        )
+        entry = {"epoch": epoch, "loss": round(float(np.mean(losses)), 5)}
+        if not math.isnan(metric):
+            entry[name] = round(metric, 4)
+        history.append(entry)
         log(
             f"epoch {epoch}/{epochs} loss {np.mean(losses):.4f} {name} {metric:.4f} "
             f"(best {best['metric']:.4f} @ {best['epoch']}) {time.time() - t0:.1f}s/epoch "
@@ -454,9 +525,18 @@ def train(cfg: dict[str, Any]) -> Path:
     model.load_state_dict(best["state"])
     model.eval()
     train_minutes = (time.time() - start) / 60.0
-    return package(
+    out = package(
         cfg, dataset, split, model, xva, best, history, epochs_run, train_minutes, fractions
     )
+    if checkpoints:
+        # Held-out scores at every evaluated epoch: cross-validation pools them across folds.
+        held = {
+            "paths": [str(dataset.samples[i].path.relative_to(dataset.root)) for i in split["val"]],
+            "defect": [bool(v != 0) for v in yva],
+            "checkpoints": {str(k): v for k, v in checkpoints.items()},
+        }
+        (out / HOLDOUT_FILE).write_text(json.dumps(held), encoding="utf-8")
+    return out
 
 
 def zoom_crop(
@@ -637,6 +717,7 @@ def package(
             },
             "selection": {
                 "metric": "val_map50" if arch == "fcos" else "val_auroc",
+                "rule": "last epoch (no selection)" if cfg.get("select") == "last" else "best",
                 "best_epoch": best["epoch"],
                 "best_value": round(best["metric"], 4),
             },
@@ -660,6 +741,14 @@ def package(
             else None,
         },
     }
+    if cfg.get("folds"):
+        manifest["training"]["fold"] = {
+            "k": int(cfg["fold"]),
+            "n": int(cfg["folds"]),
+            "seed": int(cfg["fold_seed"]),
+            "pool": "train+val",
+            "method": "per-class seeded round-robin (pipelines.datasets.kfold)",
+        }
     if arch == "fcos":
         manifest["min_box_score"] = cfg.get("min_box_score", 0.05)
         manifest["nms_iou"] = 0.5
@@ -694,6 +783,19 @@ def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--split-seed", type=int)
     p.add_argument("--fractions", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--threads", type=int, help="torch threads (<= 2 on the shared box)")
+    p.add_argument("--folds", type=int, help="cross-validation member: number of folds")
+    p.add_argument("--fold", type=int, help="cross-validation member: the held-out fold (0-based)")
+    p.add_argument("--fold-seed", type=int, help="cross-validation fold seed (default: split seed)")
+    p.add_argument(
+        "--select", choices=("best", "last"), help="best val epoch, or the final EMA weights"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="override any config key, e.g. --set crop=256 --set aspect_jitter=0.15",
+    )
     args = p.parse_args(argv)
     cfg: dict[str, Any] = {
         "seed": 0,
@@ -709,11 +811,37 @@ def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
         "zoom_p": 0.0,
         "version": "1.0.0",
         "fractions": None,
+        "select": "best",
+        "eval_every": 10,
+        "scale_jitter": 0.1,
+        "aspect_jitter": 0.0,
+        "crop": None,
+        "crop_defect_p": 0.7,
+        "channels_last": False,
     }
     if args.recipe:
         cfg.update(RECIPES[args.recipe])
         cfg["name"] = cfg.get("name", args.recipe)
-    cfg.update({k: v for k, v in vars(args).items() if v is not None and k != "recipe"})
+    cfg.pop("crossval", None)  # the cross-validation driver's settings, not a member's
+    cfg.update(
+        {k: v for k, v in vars(args).items() if v is not None and k not in ("recipe", "set")}
+    )
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or key not in cfg:
+            p.error(
+                f"--set {item!r}: expected KEY=JSON with a known key ({', '.join(sorted(cfg))})"
+            )
+        try:
+            cfg[key] = json.loads(value)
+        except json.JSONDecodeError:
+            cfg[key] = value
+    if cfg.get("folds"):
+        if cfg.get("fold") is None:
+            p.error("--folds needs --fold")
+        cfg.setdefault("fold_seed", None)
+        if cfg["fold_seed"] is None:
+            cfg["fold_seed"] = cfg["split_seed"]
     if not cfg.get("data") and cfg.get("dataset"):
         cfg["data"] = str(datasets_root() / cfg["dataset"])
     missing = [k for k in ("data", "arch", "out", "name", "size") if not cfg.get(k)]

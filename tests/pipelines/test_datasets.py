@@ -9,12 +9,15 @@ import pytest
 
 from pipelines.datasets import (
     DatasetError,
+    fold_split,
+    kfold,
     load_arrays,
     load_dataset,
     parse_voc,
     prepare,
     read_image,
     split_dataset,
+    split_from_manifest,
 )
 
 
@@ -103,3 +106,37 @@ def test_missing_folder_and_wrong_layout(tmp_path: Path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="neither layout"):
         load_dataset(tmp_path / "empty")
+
+
+def test_kfold_is_seeded_stratified_and_partitions_the_pool(tiles: Path):
+    ds = load_dataset(tiles)
+    split = split_dataset(ds, 7, (0.5, 0.25, 0.25))
+    pool = split["train"] + split["val"]
+    folds = kfold(ds, pool, 3, seed=1)
+    assert kfold(ds, pool, 3, seed=1) == folds
+    assert kfold(ds, pool, 3, seed=2) != folds
+    assert sorted(i for f in folds for i in f) == sorted(pool)
+    assert max(map(len, folds)) - min(map(len, folds)) <= 1
+    for label in ("good", "blowhole", "crack"):  # 6 of each in the pool: 2 per fold
+        assert [sum(ds.samples[i].label == label for i in f) for f in folds] == [2, 2, 2]
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        kfold(ds, pool, 1, seed=0)
+
+
+def test_fold_split_holds_out_one_fold_and_never_touches_test(tiles: Path):
+    ds = load_dataset(tiles)
+    split = split_dataset(ds, 7, (0.5, 0.25, 0.25))
+    folds = kfold(ds, split["train"] + split["val"], 3, seed=4)
+    for k in range(3):
+        member = fold_split(split, ds, 3, k, 4)
+        assert member["val"] == folds[k]
+        assert not set(member["train"]) & set(member["val"])
+        assert sorted(member["train"] + member["val"]) == sorted(split["train"] + split["val"])
+        assert member["test"] == split["test"]
+        training = {
+            "split": {"seed": 7, "fractions": [0.5, 0.25, 0.25]},
+            "fold": {"k": k, "n": 3, "seed": 4},
+        }
+        assert split_from_manifest(ds, training) == member
+    with pytest.raises(ValueError, match="not in 0..2"):
+        fold_split(split, ds, 3, 3, 4)

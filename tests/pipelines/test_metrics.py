@@ -9,10 +9,13 @@ import pytest
 
 from pipelines.metrics import (
     auroc,
+    box_f1_at,
     box_iou,
+    choose_box_threshold,
     choose_threshold,
     classification_report,
     detection_map,
+    match_detections,
     voc_ap,
 )
 
@@ -80,3 +83,42 @@ def test_detection_map_duplicate_is_false_positive():
     gts = [(np.array([[0.1, 0.1, 0.5, 0.5]]), ("scratches",))]
     dets = [[("scratches", 0.9, (0.1, 0.1, 0.5, 0.5)), ("scratches", 0.8, (0.1, 0.1, 0.5, 0.5))]]
     assert detection_map(gts, dets, ["scratches"])["map50"] == pytest.approx(1.0)
+
+
+def test_box_threshold_maximises_pooled_f1():
+    gts = [
+        (np.array([[0.1, 0.1, 0.3, 0.3]]), ("crazing",)),
+        (np.array([[0.5, 0.5, 0.9, 0.9], [0.0, 0.0, 0.2, 0.2]]), ("crazing", "patches")),
+    ]
+    dets = [
+        [("crazing", 0.9, (0.1, 0.1, 0.3, 0.3)), ("crazing", 0.3, (0.6, 0.6, 0.7, 0.7))],
+        [
+            ("crazing", 0.7, (0.5, 0.5, 0.9, 0.88)),
+            ("patches", 0.5, (0.0, 0.0, 0.2, 0.2)),
+            ("patches", 0.1, (0.6, 0.0, 0.8, 0.2)),
+        ],
+    ]
+    # Cuts: >=.9 F1 2/4, >=.7 4/5, >=.5 6/6 = 1, >=.3 6/7, >=.1 6/8: best keeps the top three TPs.
+    choice = choose_box_threshold(gts, dets)
+    assert choice["f1"] == pytest.approx(1.0)
+    assert choice["threshold"] == pytest.approx((0.5 + 0.3) / 2)
+    assert (choice["precision"], choice["recall"], choice["n_kept"]) == (1.0, 1.0, 3)
+    at = box_f1_at(gts, dets, choice["threshold"])
+    assert (at["tp"], at["fp"], at["fn"]) == (3, 0, 0)
+    low = box_f1_at(gts, dets, 0.05)
+    assert (low["tp"], low["fp"], low["fn"]) == (3, 2, 0)
+    assert low["f1"] == pytest.approx(6 / 8)
+
+
+def test_box_threshold_counts_wrong_class_and_duplicates_as_false_positives():
+    gts = [(np.array([[0.1, 0.1, 0.5, 0.5]]), ("scratches",))]
+    dets = [
+        [
+            ("scratches", 0.9, (0.1, 0.1, 0.5, 0.5)),
+            ("scratches", 0.8, (0.1, 0.1, 0.5, 0.5)),
+            ("patches", 0.7, (0.1, 0.1, 0.5, 0.5)),
+        ]
+    ]
+    conf, tp, n_gt = match_detections(gts, dets)
+    assert tp.tolist() == [True, False, False] and n_gt == 1
+    assert choose_box_threshold(gts, dets)["threshold"] == pytest.approx(0.85)
