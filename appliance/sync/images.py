@@ -139,11 +139,21 @@ class ImageStore:
         )
 
     def _write(self, rel: str, data: bytes) -> int:
-        path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.tmp")
-        temp.write_bytes(data)
-        os.replace(temp, path)
+        # One open/write/close per file: creating files is most of the keeper's cost. No
+        # temp-and-rename: the row that makes a file visible commits only after the write
+        # returned, and neither way survives a power cut without fsync.
+        path = os.path.join(self.root, rel)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        except FileNotFoundError:  # a new day or line folder (or one eviction emptied)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         return len(data)
 
     def insert_op(self, saved: SavedImage) -> Callable[[sqlite3.Connection], bool]:
