@@ -1,4 +1,4 @@
-"""Deferred escalations on disk: the frame as PNG and a row, committed with the provisional verdict."""
+"""Deferred escalations on disk: the raw frame (.npy) and a row, committed with the provisional verdict."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from appliance.inference.ladder import Escalation
 from appliance.inference.runtime import Defect
@@ -27,13 +28,16 @@ class PendingRefinements:
         folder.mkdir(parents=True, exist_ok=True)
 
     def _path(self, part_id: str) -> Path:
-        return self.folder / f"{part_id}.png"
+        # Raw .npy, not PNG: no compression on the inference thread (PNG cost ~10x more per
+        # frame), and a frame is kept only until its refinement. Rows written by older
+        # releases name .png files, which `load` still reads.
+        return self.folder / f"{part_id}.npy"
 
     def save_op(self, escalation: Escalation) -> Callable[[sqlite3.Connection], None]:
         """The op that records the escalation in the provisional verdict's own transaction.
 
         Only the row: the image is written after the verdict has gone out (`write_image`), so the
-        line never waits for a PNG. A crash in between leaves a row without its image, which the
+        line never waits for the file. A crash in between leaves a row without its image, which the
         restart closes as `unrefined`.
         """
         frame, last = escalation.frame, escalation.last
@@ -68,8 +72,9 @@ class PendingRefinements:
         if path.exists():
             return
         try:
-            cv2.imwrite(str(path), escalation.frame.image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-        except (OSError, cv2.error) as exc:
+            with open(path, "wb") as f:
+                np.save(f, np.ascontiguousarray(escalation.frame.image), allow_pickle=False)
+        except (OSError, ValueError) as exc:
             logger.error(
                 "cannot keep the frame of part %s for its refinement: %s", escalation.frame.part_id, exc
             )
@@ -93,7 +98,7 @@ class PendingRefinements:
         """Remove kept frames no escalation refers to any more (left by a crash); how many."""
         wanted = {row[0] for row in conn.execute("SELECT image_path FROM pending_refinements")}
         removed = 0
-        for path in self.folder.glob("*.png"):
+        for path in [*self.folder.glob("*.npy"), *self.folder.glob("*.png")]:
             if path.name not in wanted:
                 with contextlib.suppress(OSError):
                     path.unlink()
@@ -110,7 +115,7 @@ class PendingRefinements:
         orphans: list[Verdict] = []
         for row in rows:
             last = verdict_from_payload(row["payload"])
-            image = cv2.imread(str(self.folder / row["image_path"]), cv2.IMREAD_UNCHANGED)
+            image = _read_frame(self.folder / row["image_path"])
             if image is None:
                 logger.warning(
                     "pending image %s is missing; finalizing part %s as it stands",
@@ -131,6 +136,17 @@ class PendingRefinements:
             )
             restored.append(Escalation(frame, row["next_tier"], last))
         return restored, orphans
+
+
+def _read_frame(path: Path) -> np.ndarray | None:
+    """A kept frame, or None when it is missing or unreadable."""
+    if path.suffix != ".npy":
+        return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        logger.warning("pending image %s is unreadable: %s", path.name, exc)
+        return None
 
 
 def verdict_from_payload(payload: str) -> Verdict:

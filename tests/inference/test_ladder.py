@@ -174,9 +174,24 @@ def test_escalations_are_persisted_with_the_provisional_verdict(models_dir: Path
     lad.tiers[1].service_ms.value = 50.0
     lad.judge(frame(120), no_queue)
     assert sink.also[0] is not None, "the escalation row must commit with the provisional verdict"
-    assert (tmp_path / "pending" / "p1.png").exists()
+    assert (tmp_path / "pending" / "p1.npy").exists()
     lad.refine_next()
     assert sink.also[1] is not None, "the refinement must delete the escalation in its transaction"
+
+
+def test_kept_frames_read_back_exactly_including_an_older_release_png(tmp_path: Path) -> None:
+    import cv2
+
+    from appliance.inference.pending import _read_frame
+
+    image = np.random.default_rng(0).integers(0, 256, (48, 64), np.uint8)
+    np.save(tmp_path / "a.npy", image)
+    cv2.imwrite(str(tmp_path / "b.png"), image)
+    (tmp_path / "c.npy").write_bytes(b"not an array")
+    assert np.array_equal(_read_frame(tmp_path / "a.npy"), image)
+    assert np.array_equal(_read_frame(tmp_path / "b.png"), image)
+    assert _read_frame(tmp_path / "c.npy") is None
+    assert _read_frame(tmp_path / "gone.npy") is None
 
 
 @pytest.mark.parametrize("value", [60, 120, 200])
