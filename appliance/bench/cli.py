@@ -212,8 +212,8 @@ def run_all(
         # A ladder's median frame stops at tier 1, its p99 frames went up: the same ratios
         # against the service time of an escalated frame (None for a one-tier ladder).
         "service_ms_escalated": escalated_ms,
-        "p99_at_50_vs_escalated": (delivered.get("p99_ms_at_50") or 0) / escalated_ms if escalated_ms else None,
-        "p99_at_75_vs_escalated": (delivered.get("p99_ms_at_75") or 0) / escalated_ms if escalated_ms else None,
+        "p99_at_50_vs_escalated": _ratio(delivered.get("p99_ms_at_50"), escalated_ms),
+        "p99_at_75_vs_escalated": _ratio(delivered.get("p99_ms_at_75"), escalated_ms),
         **synced,
         "overload_offered_fps": 2 * pipeline_fps,
         "overload_delivered_fps": overload["parts_per_s"],
@@ -231,6 +231,10 @@ def run_all(
         "rss_window_s": soak[-1][0] if soak else None,
         "rss_drift_ratio": (rss[-1] / rss[len(rss) // 5]) if len(rss) > 5 else None,
     }
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return value / base if value is not None and base else None
 
 
 def capacity(figures: dict[str, Any], cameras: int, fps: float) -> dict[str, Any]:
