@@ -149,7 +149,9 @@ def run_all(
         if infer.get("infer_wall_ms_escalated_p50")
         else None
     )
-    delivered = delivery.mqtt_figures(ctx, pipeline_fps) if mqtt else {"mqtt_note": "skipped (--no-mqtt)"}
+    base_cpu_ms = peak["cpu_ms_per_part"]
+    skipped_mqtt = {"mqtt_note": "skipped (--no-mqtt)"}
+    delivered = delivery.mqtt_figures(ctx, pipeline_fps, base_cpu_ms) if mqtt else skipped_mqtt
     latency_to = "mqtt receipt (subscriber in another process)"
     if "p99_ms_at_50" not in delivered:
         latency_to = "commit (no broker)"
@@ -165,7 +167,8 @@ def run_all(
             )
             delivered[f"p50_ms_at_{share}"] = run["latency_ms_p50"]
             delivered[f"p99_ms_at_{share}"] = run["latency_ms_p99"]
-    synced = delivery.sync_figures(ctx, pipeline_fps) if sync else {"sync_note": "skipped (--no-sync)"}
+    skipped_sync = {"sync_note": "skipped (--no-sync)"}
+    synced = delivery.sync_figures(ctx, pipeline_fps, base_cpu_ms) if sync else skipped_sync
     progress("2x offered load")
     overload = phases.pipeline_phase(
         ctx,
@@ -204,6 +207,8 @@ def run_all(
         "naive_fps": naive["naive_fps"],
         "pipeline_vs_naive": pipeline_fps / naive["naive_fps"],
         "overhead_cpu_ms": peak["cpu_ms_per_part"] - decode["decode_cpu_ms"] - infer["infer_cpu_ms"],
+        # Where the pipeline's CPU goes (capture = decode, inference = the ladder's threads).
+        "cpu_ms_per_part_by_thread": peak["cpu_ms_per_part_by_thread"],
         "service_ms": service_ms,
         "latency_measured_to": latency_to,
         **delivered,
@@ -293,6 +298,11 @@ def render_table(figures: dict[str, Any]) -> str:
             f"pipeline = {fmt(figures['pipeline_vs_naive'])} x naive (target >= 1.3)",
         ),
         ("overhead", fmt(figures["overhead_cpu_ms"], " CPU-ms/frame"), "target <= 1.0"),
+        (
+            "CPU per part, by thread",
+            fmt(sum(figures["cpu_ms_per_part_by_thread"].values()), " CPU-ms"),
+            ", ".join(f"{k} {v:.2f}" for k, v in list(figures["cpu_ms_per_part_by_thread"].items())[:6]),
+        ),
         ("service time", fmt(figures["service_ms"], " ms"), "decode + inference, one frame"),
         (
             "service time, escalated",
@@ -331,7 +341,13 @@ def render_table(figures: dict[str, Any]) -> str:
         (
             "MQTT: publishing cost",
             fmt(_pct(figures.get("publish_cost")), " %"),
-            f"pipeline max {fmt(figures.get('pipeline_fps_mqtt'))} fps publishing (target <= 5 %)",
+            f"pipeline max {fmt(figures.get('pipeline_fps_mqtt'))} fps publishing (target <= 5 %), "
+            "broker and subscriber on the same cores",
+        ),
+        (
+            "MQTT: own CPU cost",
+            fmt(_pct(figures.get("publish_cost_own_cpu")), " %"),
+            f"{fmt(figures.get('publish_cpu_ms_per_part'))} CPU-ms per part more in the appliance",
         ),
         (
             "MQTT: outbox drain",
@@ -347,7 +363,13 @@ def render_table(figures: dict[str, Any]) -> str:
         (
             "sync: cost at maximum",
             fmt(_pct(figures.get("sync_cost")), " %"),
-            f"pipeline max {fmt(figures.get('pipeline_fps_sync'))} fps syncing (target <= 5 %)",
+            f"pipeline max {fmt(figures.get('pipeline_fps_sync'))} fps syncing (target <= 5 %), "
+            "S3 server on the same cores",
+        ),
+        (
+            "sync: own CPU cost",
+            fmt(_pct(figures.get("sync_cost_own_cpu")), " %"),
+            f"{fmt(figures.get('sync_cpu_ms_per_part'))} CPU-ms per part more in the appliance",
         ),
         (
             "RSS peak / drift",

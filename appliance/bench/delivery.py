@@ -47,8 +47,20 @@ def subscriber(port: int, prefix: str, outfile: Path) -> Iterator[Path]:
         process.wait(10)
 
 
-def mqtt_figures(ctx: BenchContext, pipeline_fps: float) -> dict[str, Any]:
-    """Latency to MQTT receipt at 50/75 % load, the cost of publishing, and the outbox drain."""
+def own_cost(base_cpu_ms: float, with_cpu_ms: float) -> float:
+    """Throughput lost to the appliance's own extra CPU per part, CPU-bound.
+
+    The throughput-based cost also counts the loopback broker, subscriber or S3 server taking
+    the same cores, which a plant's broker and cloud on other machines do not.
+    """
+    return 1.0 - base_cpu_ms / with_cpu_ms if with_cpu_ms > 0 else 0.0
+
+
+def mqtt_figures(ctx: BenchContext, pipeline_fps: float, base_cpu_ms: float) -> dict[str, Any]:
+    """Latency to MQTT receipt at 50/75 % load, the cost of publishing, and the outbox drain.
+
+    `base_cpu_ms`: the appliance's CPU-ms per part at maximum without a broker.
+    """
     if mosquitto_path() is None:
         return {"mqtt_note": "mosquitto not installed (Debian package mosquitto): MQTT figures skipped"}
     prefix = ctx.settings.mqtt.prefix
@@ -84,6 +96,9 @@ def mqtt_figures(ctx: BenchContext, pipeline_fps: float) -> dict[str, Any]:
             )
         figures["pipeline_fps_mqtt"] = peak["parts_per_s"]
         figures["publish_cost"] = 1.0 - peak["parts_per_s"] / pipeline_fps
+        figures["publish_cpu_ms_per_part"] = peak["cpu_ms_per_part"] - base_cpu_ms
+        figures["publish_cost_own_cpu"] = own_cost(base_cpu_ms, peak["cpu_ms_per_part"])
+        figures["cpu_ms_per_part_by_thread_mqtt"] = peak["cpu_ms_per_part_by_thread"]
 
         ctx.progress("outbox drain after a broker outage, production going on")
         broker.stop()
@@ -175,7 +190,7 @@ class LateTarget:
             self._process = None
 
 
-def sync_figures(ctx: BenchContext, pipeline_fps: float) -> dict[str, Any]:
+def sync_figures(ctx: BenchContext, pipeline_fps: float, base_cpu_ms: float) -> dict[str, Any]:
     """Sync drain rate after an outage of the target, production going on; its cost at maximum."""
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     target = LateTarget(ctx.workdir)
@@ -227,6 +242,8 @@ def sync_figures(ctx: BenchContext, pipeline_fps: float) -> dict[str, Any]:
         )
         figures["pipeline_fps_sync"] = peak["parts_per_s"]
         figures["sync_cost"] = 1.0 - peak["parts_per_s"] / pipeline_fps
+        figures["sync_cpu_ms_per_part"] = peak["cpu_ms_per_part"] - base_cpu_ms
+        figures["sync_cost_own_cpu"] = own_cost(base_cpu_ms, peak["cpu_ms_per_part"])
     finally:
         target.stop()
         for key, value in saved.items():

@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from appliance.bench.sampling import CpuClock, percentile, rss_mb
+from appliance.bench.sampling import CpuClock, cpu_split, percentile, rss_mb, thread_cpu_s
 from appliance.config import CameraConfig, DropPolicy, LineConfig, Settings, SourceConfig
 from appliance.inference.package import load_package
 from appliance.inference.runtime import ModelRunner, SessionSettings
@@ -260,6 +260,7 @@ def pipeline_phase(
         dropped0 = sum(c.dropped for c in service.cameras)
         start = time.perf_counter()
         start_ms = now_ms()
+        threads0 = thread_cpu_s()
         with CpuClock() as clock:
             give_up = start + seconds + 60
             while time.perf_counter() - start < seconds or (
@@ -271,6 +272,7 @@ def pipeline_phase(
                 time.sleep(min(1.0, seconds / 10))
         window_ms = (start_ms, now_ms())
         parts = ladder.parts - parts0
+        by_thread = cpu_split(threads0, thread_cpu_s(), parts)
         committed = service.writer.last_seq - seq0
         dropped = sum(c.dropped for c in service.cameras) - dropped0
         # Let the ladder resolve what it deferred: no provisional verdict may be forgotten.
@@ -294,6 +296,7 @@ def pipeline_phase(
         "committed_per_s": committed / clock.wall_s,
         "cpu_ms_per_part": clock.cpu_s * 1000.0 / max(1, parts),
         "cpu_utilization": clock.cpu_s / (clock.wall_s * ctx.cores),
+        "cpu_ms_per_part_by_thread": by_thread,
         "dropped_per_s": dropped / clock.wall_s,
         "latency_ms_p50": percentile(latencies, 50),
         "latency_ms_p99": percentile(latencies, 99),

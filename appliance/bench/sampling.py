@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
 import resource
+import threading
 import time
 from pathlib import Path
 
@@ -46,3 +49,37 @@ class CpuClock:
     def __exit__(self, *_: object) -> None:
         self.cpu_s = time.process_time() - self._cpu0
         self.wall_s = time.perf_counter() - self._wall0
+
+
+def thread_cpu_s() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each live thread of this process, by role.
+
+    Threads are named by role with a number (`inference-0`, `capture-cam1`): the numbers are
+    dropped so that a role's threads add up. Empty where /proc is not available.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    used: dict[str, float] = {}
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return used
+    for tid in tasks:
+        try:
+            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        role = re.sub(r"[-_]?\d+$", "", names.get(int(tid), "native (onnxruntime, sqlite, ...)"))
+        role = re.sub(r"^capture-.*", "capture", role)
+        role = re.sub(r"^paho-mqtt-client-.*", "paho-mqtt", role)
+        used[role] = used.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
+def cpu_split(before: dict[str, float], after: dict[str, float], parts: int) -> dict[str, float]:
+    """CPU-ms per part by thread role between two `thread_cpu_s` snapshots, largest first.
+
+    Threads that ended between the snapshots are missing (their time is still in the total).
+    """
+    split = {role: (after[role] - before.get(role, 0.0)) * 1000.0 / max(1, parts) for role in after}
+    return dict(sorted(((k, round(v, 3)) for k, v in split.items() if v > 0), key=lambda kv: -kv[1]))
