@@ -150,7 +150,7 @@ def run_all(
         else None
     )
     base_cpu_ms = peak["cpu_ms_per_part"]
-    skipped_mqtt = {"mqtt_note": "skipped (--no-mqtt)"}
+    skipped_mqtt: dict[str, Any] = {"mqtt_note": "skipped (--no-mqtt)"}
     delivered = delivery.mqtt_figures(ctx, pipeline_fps, base_cpu_ms) if mqtt else skipped_mqtt
     latency_to = "mqtt receipt (subscriber in another process)"
     if "p99_ms_at_50" not in delivered:
@@ -167,7 +167,7 @@ def run_all(
             )
             delivered[f"p50_ms_at_{share}"] = run["latency_ms_p50"]
             delivered[f"p99_ms_at_{share}"] = run["latency_ms_p99"]
-    skipped_sync = {"sync_note": "skipped (--no-sync)"}
+    skipped_sync: dict[str, Any] = {"sync_note": "skipped (--no-sync)"}
     synced = delivery.sync_figures(ctx, pipeline_fps, base_cpu_ms) if sync else skipped_sync
     progress("2x offered load")
     overload = phases.pipeline_phase(

@@ -141,9 +141,11 @@ class PendingRefinements:
 def _read_frame(path: Path) -> np.ndarray | None:
     """A kept frame, or None when it is missing or unreadable."""
     if path.suffix != ".npy":
-        return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        image: np.ndarray | None = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        return image
     try:
-        return np.load(path, allow_pickle=False)
+        loaded: np.ndarray = np.load(path, allow_pickle=False)
+        return loaded
     except (OSError, ValueError) as exc:
         logger.warning("pending image %s is unreadable: %s", path.name, exc)
         return None
