@@ -25,7 +25,9 @@ messages, cannot flood the journal.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 _LOG_EVERY_S = 60.0
@@ -63,6 +65,27 @@ class LoopGuard:
         self._log(
             exc, "%s: %s dropped after an unexpected error (%d so far)", self.name, what, self.item_errors
         )
+
+    def run_pass(
+        self,
+        iteration: Callable[[], None],
+        stop: threading.Event,
+        *,
+        fatal: tuple[type[BaseException], ...] = (),
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
+        """Run one iteration isolated: a failure is counted and its backoff waited out (or the
+        stop). `fatal` exceptions end the loop (raised on); `on_failure` runs before the wait."""
+        try:
+            iteration()
+        except fatal:
+            raise
+        except Exception as exc:  # thread boundary: one pass; back off and go on
+            if on_failure is not None:
+                on_failure()
+            stop.wait(self.failed(exc))
+        else:
+            self.ok()
 
     def failed(self, exc: BaseException) -> float:
         """An iteration raised: count and log it; the seconds to wait before the next one."""

@@ -220,15 +220,11 @@ class OutboxPublisher:
                 self.heartbeat = time.monotonic()
                 self._wake.wait(0.5)
                 self._wake.clear()
-                try:
-                    self._iteration()
-                except WriterFailed:
-                    raise  # nothing can be marked delivered any more: this loop is done
-                except Exception as exc:  # thread boundary: one pass; back off, rewind, go on
-                    self._rewind = True
-                    self._stop.wait(self.guard.failed(exc))
-                else:
-                    self.guard.ok()
+                # WriterFailed: nothing can be marked delivered any more, this loop is done.
+                # Any other failure: rewind to the lowest unpublished row and go on.
+                self.guard.run_pass(
+                    self._iteration, self._stop, fatal=(WriterFailed,), on_failure=self._set_rewind
+                )
             self._handle_events()
             self._flush_marks(force=True)
             for future, _ in self._marking:
@@ -241,6 +237,9 @@ class OutboxPublisher:
         finally:
             if self._conn is not None:
                 self._conn.close()
+
+    def _set_rewind(self) -> None:
+        self._rewind = True
 
     def _iteration(self) -> None:
         if self._rewind and self._generation is not None:

@@ -279,12 +279,7 @@ class SparkplugComponent:
                 self.heartbeat = time.monotonic()
                 self._wake.wait(0.5)
                 self._wake.clear()
-                try:
-                    self._iteration()
-                except Exception as exc:  # thread boundary: one iteration; back off and go on
-                    self._stop.wait(self.guard.failed(exc))
-                else:
-                    self.guard.ok()
+                self.guard.run_pass(self._iteration, self._stop)
         except Exception as exc:  # thread boundary (the loop itself)
             self.failed = f"{type(exc).__name__}: {exc}"
             logger.exception("Sparkplug worker failed")
