@@ -350,13 +350,19 @@ def deadline_record(db: Path, after_seq: int, deadline_ms: float) -> tuple[float
 
 
 def naive_phase(ctx: BenchContext, publish: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """The loop a user would write in one thread: read, preprocess, run, insert+commit, publish."""
+    """The loop a user would write in one thread: read, preprocess, run, insert+commit, publish.
+
+    It runs the same ladder as the pipeline (the next tier when a score is in the band), so
+    both do the same inference work per part.
+    """
     import onnxruntime as ort
 
-    name = ctx.local_tiers()[0]
-    package = load_package(ctx.settings.models_dir / name)
-    session = ort.InferenceSession(str(package.onnx_path), providers=["CPUExecutionProvider"])
-    spec = package.manifest.input
+    tiers = []
+    for name in ctx.local_tiers():
+        package = load_package(ctx.settings.models_dir / name)
+        session = ort.InferenceSession(str(package.onnx_path), providers=["CPUExecutionProvider"])
+        band = next((t.band for t in ctx.line.tiers if t.model == name and t.band), None)
+        tiers.append((session, package.manifest.input, band or package.manifest.uncertain_band))
     source = _open(ctx.source, fps=0)
     db_path = ctx.workdir / "naive.db"
     conn = sqlite3.connect(db_path)
@@ -372,8 +378,11 @@ def naive_phase(ctx: BenchContext, publish: Callable[[str], None] | None = None)
                 continue
             if image.ndim == 3:
                 image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-            x = cv2.resize(image, (spec.width, spec.height)).astype(np.float32)[None, None]
-            score = float(np.asarray(session.run(None, {spec.name: x})[0]).reshape(-1)[0])
+            for position, (session, spec, (lo, hi)) in enumerate(tiers):
+                x = cv2.resize(image, (spec.width, spec.height)).astype(np.float32)[None, None]
+                score = float(np.asarray(session.run(None, {spec.name: x})[0]).reshape(-1)[0])
+                if not (position + 1 < len(tiers) and lo <= score < hi):
+                    break
             payload = json.dumps({"n": count, "score": score, "ts": time.time()})
             conn.execute("INSERT INTO results (payload) VALUES (?)", (payload,))
             conn.commit()
