@@ -318,6 +318,10 @@ class OutboxPublisher:
         room = self._window - len(self._inflight)
         if room <= 0:
             return
+        if self._cursor > self.writer.last_seq:
+            # Nothing committed past the cursor (most wake-ups are acks): no query.
+            self._fill_republish(room)
+            return
         assert self._conn is not None
         skip = len(self._unmarked)
         if self._inflight_seqs and self._cursor <= max(self._inflight_seqs):
