@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -71,10 +72,15 @@ class PendingRefinements:
         path = self._path(escalation.frame.part_id)
         if path.exists():
             return
+        # Under a temporary name until complete: a full disk must not leave a short file under
+        # the real name (which `exists` would then take for done).
+        temp = path.with_name(f".{path.name}.tmp")
         try:
-            with open(path, "wb") as f:
+            with open(temp, "wb") as f:
                 np.save(f, np.ascontiguousarray(escalation.frame.image), allow_pickle=False)
+            os.replace(temp, path)
         except (OSError, ValueError) as exc:
+            temp.unlink(missing_ok=True)
             logger.error(
                 "cannot keep the frame of part %s for its refinement: %s", escalation.frame.part_id, exc
             )
@@ -98,7 +104,7 @@ class PendingRefinements:
         """Remove kept frames no escalation refers to any more (left by a crash); how many."""
         wanted = {row[0] for row in conn.execute("SELECT image_path FROM pending_refinements")}
         removed = 0
-        for path in [*self.folder.glob("*.npy"), *self.folder.glob("*.png")]:
+        for path in [*self.folder.glob("*.npy"), *self.folder.glob("*.png"), *self.folder.glob(".*.tmp")]:
             if path.name not in wanted:
                 with contextlib.suppress(OSError):
                     path.unlink()
@@ -146,7 +152,7 @@ def _read_frame(path: Path) -> np.ndarray | None:
     try:
         loaded: np.ndarray = np.load(path, allow_pickle=False)
         return loaded
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file (power cut)
         logger.warning("pending image %s is unreadable: %s", path.name, exc)
         return None
 

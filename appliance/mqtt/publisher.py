@@ -283,8 +283,10 @@ class OutboxPublisher:
 
     def _lowest_unpublished(self) -> int:
         assert self._conn is not None
+        # Read before the query: a commit landing in between must not move the cursor past it.
+        last = self.writer.last_seq
         row = self._conn.execute("SELECT MIN(seq) FROM results WHERE published_ms IS NULL").fetchone()
-        return int(row[0]) if row[0] is not None else self.writer.last_seq + 1
+        return int(row[0]) if row[0] is not None else last + 1
 
     def _ack(self, generation: int, mid: int, reason: ReasonCode) -> None:
         if generation != self._generation:

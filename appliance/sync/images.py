@@ -85,6 +85,7 @@ class ImageStore:
         self.count = 0
         self.saved = 0
         self.write_errors = 0
+        self.already_kept = 0
         self.evicted_synced = 0
         self.evicted_local = 0
         self.evicted_unsynced = 0
@@ -110,12 +111,19 @@ class ImageStore:
         name = safe_name(frame.part_id)
         rel = f"{folder}/{name}.jpg"
         rel_map = f"{folder}/{name}.map.png" if verdict.defect_map is not None else None
+        created: list[str] = []
         try:
             data = encode_jpeg(frame.image, self.config.jpeg_quality)
-            written = self._write(rel, data)
+            # The frame's file is created exclusively: a part kept before (e.g. before a
+            # restart, then refined) keeps its files; this second copy is not written.
+            written = self._write(rel, data, created, exclusive=True)
             if rel_map is not None and verdict.defect_map is not None:
-                written += self._write(rel_map, map_to_png(verdict.defect_map))
+                written += self._write(rel_map, map_to_png(verdict.defect_map), created)
+        except FileExistsError:
+            self.already_kept += 1
+            return None
         except (OSError, ValueError) as exc:
+            self._unlink(*created)  # no partial file stays behind without a row
             self.write_errors += 1
             self.last_error = f"{rel}: {exc}"
             logger.warning(
@@ -138,16 +146,19 @@ class ImageStore:
             created_ms=now_ms(),
         )
 
-    def _write(self, rel: str, data: bytes) -> int:
+    def _write(self, rel: str, data: bytes, created: list[str], *, exclusive: bool = False) -> int:
         # One open/write/close per file: creating files is most of the keeper's cost. No
         # temp-and-rename: the row that makes a file visible commits only after the write
-        # returned, and neither way survives a power cut without fsync.
+        # returned (a failed write is removed by `save`), and neither way survives a power cut
+        # without fsync.
         path = os.path.join(self.root, rel)
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        except FileNotFoundError:  # a new day or line folder (or one eviction emptied)
+            fd = os.open(path, flags, 0o640)
+        except FileNotFoundError:  # the first image of a day or line
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+            fd = os.open(path, flags, 0o640)
+        created.append(rel)
         try:
             view = memoryview(data)
             while view:
@@ -275,6 +286,7 @@ class ImageStore:
             "budget_mb": self.config.budget_mb,
             "saved": self.saved,
             "write_errors": self.write_errors,
+            "already_kept": self.already_kept,
             "evicted_synced": self.evicted_synced,
             "evicted_never_due": self.evicted_local,
             "evicted_unsynced": self.evicted_unsynced,

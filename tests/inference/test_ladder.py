@@ -188,6 +188,8 @@ def test_kept_frames_read_back_exactly_including_an_older_release_png(tmp_path: 
     np.save(tmp_path / "a.npy", image)
     cv2.imwrite(str(tmp_path / "b.png"), image)
     (tmp_path / "c.npy").write_bytes(b"not an array")
+    (tmp_path / "d.npy").write_bytes(b"")
+    assert _read_frame(tmp_path / "d.npy") is None
     assert np.array_equal(_read_frame(tmp_path / "a.npy"), image)
     assert np.array_equal(_read_frame(tmp_path / "b.png"), image)
     assert _read_frame(tmp_path / "c.npy") is None

@@ -67,9 +67,7 @@ def test_members_hold_out_their_fold_and_oof_covers_the_pool(crossfit: tuple[dic
         assert m.training["fold"]["k"] == k and m.training["fold"]["n"] == 3
         assert m.training["selection"]["rule"] == "last epoch (no selection)"
         assert m.training["selection"]["best_epoch"] == 2
-        held.append(
-            set(json.loads((root / "out" / f"f{k}" / "holdout_scores.json").read_text())["paths"])
-        )
+        held.append(set(json.loads((root / "out" / f"f{k}" / "holdout_scores.json").read_text())["paths"]))
     assert not (held[0] & held[1] or held[0] & held[2] or held[1] & held[2])
     assert set().union(*held) == set(names)
     assert [f["k"] for f in report["per_fold"]] == [0, 1, 2]

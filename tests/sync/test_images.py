@@ -58,6 +58,34 @@ def test_saves_jpeg_and_map_png_with_a_row(tmp_path: Path, writer: StoreWriter) 
     conn.close()
 
 
+def test_a_part_kept_again_keeps_its_first_files(tmp_path: Path, writer: StoreWriter) -> None:
+    """E.g. kept before a restart, then refined after it: same part, same path, same row."""
+    store = ImageStore(tmp_path / "images", ImagesConfig(), EventBus())
+    saved = keep(store, writer, "part-1", seed=1)
+    first = (tmp_path / "images" / saved.path).read_bytes()
+    verdict = make_verdict("part-1", verdict="fail", score=0.9)
+    other = np.zeros((240, 320), np.uint8)
+    frame = Frame("line1", "cam1", "part-1", 0, verdict.ts_capture_ms, time.monotonic(), other)
+    assert store.save(frame, verdict, "fail") is None
+    assert (tmp_path / "images" / saved.path).read_bytes() == first
+    assert store.already_kept == 1 and store.write_errors == 0
+
+
+def test_a_failed_write_leaves_no_file_behind(tmp_path: Path, writer: StoreWriter) -> None:
+    store = ImageStore(tmp_path / "images", ImagesConfig(), EventBus())
+    saved = keep(store, writer, "part-1")  # creates the day folder
+    folder = (tmp_path / "images" / saved.path).parent
+    (folder / "part-2.map.png").mkdir()  # the map cannot be written: the frame must go too
+    base = make_verdict("part-2", verdict="fail", score=0.9)
+    verdict = base.__class__(**{**_fields(base), "defect_map": np.linspace(0, 1, 64).reshape(8, 8)})
+    frame = Frame(
+        "line1", "cam1", "part-2", 0, verdict.ts_capture_ms, time.monotonic(), np.zeros((8, 8), np.uint8)
+    )
+    assert store.save(frame, verdict, "fail") is None
+    assert store.write_errors == 1
+    assert not (folder / "part-2.jpg").exists()
+
+
 def test_eviction_order_synced_then_never_due_then_unsynced_with_alarm(
     tmp_path: Path, writer: StoreWriter
 ) -> None:
