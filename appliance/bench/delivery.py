@@ -48,10 +48,11 @@ def subscriber(port: int, prefix: str, outfile: Path) -> Iterator[Path]:
 
 
 def own_cost(base_cpu_ms: float, with_cpu_ms: float) -> float:
-    """Throughput lost to the appliance's own extra CPU per part, CPU-bound.
+    """Throughput lost to the appliance process's extra CPU per part, CPU-bound.
 
-    The throughput-based cost also counts the loopback broker, subscriber or S3 server taking
-    the same cores, which a plant's broker and cloud on other machines do not.
+    Unlike the throughput-based cost it leaves out the loopback broker, subscriber or S3 server
+    taking the same cores (a plant's run elsewhere); it still includes the contention the extra
+    threads add to the others, so it is an upper bound of what those threads cost themselves.
     """
     return 1.0 - base_cpu_ms / with_cpu_ms if with_cpu_ms > 0 else 0.0
 
