@@ -170,8 +170,16 @@ def test_no_broker_degraded_with_capped_backoff(link_for):
 def test_callback_exception_is_contained(broker, link_for, listen, caplog):
     link, rec = link_for(config(broker))
     assert rec.up.wait(10)
-    rec.fail_on_message = True
     publisher = listen([])
+    # `up` is set when SUBSCRIBE is sent, not acknowledged: probe until messages arrive.
+    deadline = time.monotonic() + 10
+    while not rec.messages:
+        assert time.monotonic() < deadline, "subscription never became effective"
+        publisher.publish("vision/test/probe", b"0")
+        time.sleep(0.1)
+    time.sleep(0.3)  # late probes
+    rec.messages.clear()
+    rec.fail_on_message = True
     publisher.publish("vision/test/a", b"1")
     wait(lambda: link.callback_errors == 1)
     rec.fail_on_message = False
