@@ -25,3 +25,30 @@ def test_backoff_grows_resets_and_wedges(caplog: pytest.LogCaptureFixture) -> No
     guard.skipped(KeyError("x"), "message a/b")
     assert guard.health()["item_errors"] == 1 and "message a/b" in guard.health()["last_unexpected_error"]
     caplog.clear()  # logged on purpose
+
+
+def test_run_pass_isolates_a_pass_and_lets_fatal_errors_through(caplog: pytest.LogCaptureFixture) -> None:
+    import threading
+
+    guard = LoopGuard("loop", logging.getLogger("test.guard"), backoff_initial_s=0.01)
+    stop = threading.Event()
+    rewinds: list[int] = []
+
+    def broken() -> None:
+        raise RuntimeError("one bad pass")
+
+    guard.run_pass(broken, stop, on_failure=lambda: rewinds.append(1))
+    assert guard.iteration_errors == 1 and guard.failing and rewinds == [1]
+    guard.run_pass(lambda: None, stop)
+    assert not guard.failing
+
+    class Fatal(Exception):
+        pass
+
+    def fatal() -> None:
+        raise Fatal("the store is gone")
+
+    with pytest.raises(Fatal):
+        guard.run_pass(fatal, stop, fatal=(Fatal,), on_failure=lambda: rewinds.append(2))
+    assert rewinds == [1] and guard.iteration_errors == 1
+    caplog.clear()  # the isolated pass was logged on purpose
