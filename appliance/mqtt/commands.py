@@ -158,6 +158,7 @@ class CommandHandler:
         self.internal_errors = 0
         self.store_timeout_s = _STORE_TIMEOUT_S
         self.last_error: str | None = None
+        self._count_lock = threading.Lock()
         self.heartbeat = time.monotonic()
         # the command being handled (command thread): what an unexpected failure must answer
         self._cmd_id: str | None = None
@@ -180,6 +181,11 @@ class CommandHandler:
         """The thread runs and loops."""
         return bool(self._thread and self._thread.is_alive() and time.monotonic() - self.heartbeat < 120)
 
+    def _count_failed(self) -> None:
+        # Both paho's thread (refusals in `offer`) and the command thread count failures.
+        with self._count_lock:
+            self.failed += 1
+
     def offer(self, topic: str, payload: bytes, retained: bool, expiry_s: int | None) -> None:
         """Take a message from paho's thread: enqueue, or refuse at once when the queue is full."""
         where = self.topics.parse_command(topic)
@@ -187,7 +193,7 @@ class CommandHandler:
             return
         self.received += 1
         if len(payload) > _MAX_PAYLOAD:
-            self.failed += 1
+            self._count_failed()
             # A local: the command thread writes last_error concurrently (paho calls this).
             why = f"too large: {len(payload)} bytes (limit {_MAX_PAYLOAD})"
             self.last_error = why
@@ -198,7 +204,7 @@ class CommandHandler:
         try:
             self._queue.put_nowait(item)
         except queue.Full:
-            self.failed += 1
+            self._count_failed()
             cmd_id = _peek_cmd_id(payload)
             self._send(_ack(cmd_id, where, "failed", "busy: too many commands waiting; send it again later"))
 
@@ -220,7 +226,7 @@ class CommandHandler:
 
     def _unexpected(self, item: Incoming, exc: Exception) -> None:
         """Answer a command whose handling raised: `failed`, stored when it was recorded."""
-        self.failed += 1
+        self._count_failed()
         cmd_id, where = self._cmd_id, item.where
         if isinstance(exc, TimeoutError) and not self._ran:
             self.store_timeouts += 1
@@ -338,7 +344,7 @@ class CommandHandler:
     # --- acks and storage -----------------------------------------------------------------
 
     def _refuse(self, cmd_id: str | None, where: CommandTopic, reason: str) -> None:
-        self.failed += 1
+        self._count_failed()
         self.last_error = reason
         logger.warning("command refused on %s: %s", where.name, reason, extra={"line": where.line})
         self._send(_ack(cmd_id, where, "failed", reason))
@@ -352,7 +358,7 @@ class CommandHandler:
         result: dict[str, Any] | None = None,
     ) -> None:
         if status == "failed":
-            self.failed += 1
+            self._count_failed()
             self.last_error = reason
             logger.warning("command %s %s failed: %s", where.name, cmd_id, reason, extra={"line": where.line})
         else:
