@@ -17,10 +17,11 @@ class StoreConfig(Section):
 
     batch_max_rows: int = Field(64, ge=1, le=10000, description="Rows per write transaction.")
     batch_max_ms: int = Field(
-        0,
+        3,
         ge=0,
         le=5000,
-        description="Longest wait to fill a batch; 0 = commit what is queued at once (group commit).",
+        description="Under load (the last write transaction held several results), longest wait to "
+        "fill the next one; an idle writer commits each result at once. 0 = never wait.",
     )
     queue_size: int = Field(1024, ge=16, le=100000, description="Results waiting for the writer.")
     busy_timeout_ms: int = Field(5000, ge=100, le=600000, description="SQLite busy timeout.")

@@ -93,6 +93,16 @@ def test_results_are_batched_into_few_transactions(tmp_path: Path) -> None:
     assert writer.batches_committed < 60
 
 
+def test_an_idle_writer_does_not_wait_to_fill_a_batch(tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path / "a.db", "node", StoreConfig(batch_max_ms=3000))
+    writer.start()
+    event = writer.subscribe()
+    writer.put(verdict(1))
+    assert event.wait(1.5), "a lone verdict waited for a batch to fill"
+    writer.stop()
+    assert seqs(tmp_path / "a.db") == [1]
+
+
 def test_commit_wakes_subscribers(tmp_path: Path) -> None:
     writer = StoreWriter(tmp_path / "a.db", "node", StoreConfig())
     writer.start()
