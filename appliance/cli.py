@@ -17,6 +17,9 @@ from appliance.config import ConfigError, Settings, load_settings
 from appliance.logs import configure_logging
 
 if TYPE_CHECKING:
+    import sqlite3
+
+    from appliance import audit
     from appliance.auth import ApiToken
 
 logger = logging.getLogger("appliance")
@@ -105,17 +108,14 @@ def cmd_token(args: argparse.Namespace) -> int:
     """API bearer tokens: create (printed alone on the last line), list, revoke; audited."""
     from appliance import audit
     from appliance.auth import AccountError, add_token, expiry_ms, in_transaction, list_tokens, revoke_tokens
-    from appliance.store.db import StoreError, open_store
 
     settings = _settings(args.config)
     if settings is None:
         return EXIT_CONFIG
-    try:
-        conn = open_store(settings.db_path)
-    except StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    conn = _open_accounts(settings)
+    if conn is None:
         return EXIT_FAILURE
-    actor = audit.Actor(os.environ.get("SUDO_USER") or os.environ.get("USER") or "cli", "cli", "cli")
+    actor = _cli_actor()
     try:
         if args.action == "list":
             _print_tokens(list_tokens(conn))
@@ -145,6 +145,24 @@ def cmd_token(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _open_accounts(settings: Settings) -> sqlite3.Connection | None:
+    """The store for an account command, or None after printing why it cannot be opened."""
+    from appliance.store.db import StoreError, open_store
+
+    try:
+        return open_store(settings.db_path)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def _cli_actor() -> audit.Actor:
+    """Who the audit log names for a command run on the box."""
+    from appliance import audit
+
+    return audit.Actor(os.environ.get("SUDO_USER") or os.environ.get("USER") or "cli", "cli", "cli")
+
+
 def _utc(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ms / 1000))
 
@@ -168,18 +186,15 @@ def cmd_users(args: argparse.Namespace) -> int:
     """Create (or with --replace reset) a console user; the password comes from stdin."""
     from appliance import audit
     from appliance.auth import AccountError, add_user, get_user, in_transaction, update_user
-    from appliance.store.db import StoreError, open_store
 
     settings = _settings(args.config)
     if settings is None:
         return EXIT_CONFIG
     password = sys.stdin.readline().rstrip("\r\n")
-    try:
-        conn = open_store(settings.db_path)
-    except StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    conn = _open_accounts(settings)
+    if conn is None:
         return EXIT_FAILURE
-    actor = audit.Actor(os.environ.get("SUDO_USER") or os.environ.get("USER") or "cli", "cli", "cli")
+    actor = _cli_actor()
     try:
         with in_transaction(conn):
             if args.replace and get_user(conn, args.name) is not None:

@@ -43,6 +43,11 @@ class BenchContext:
         """Model package names of the local tiers, cheapest first."""
         return [t.model for t in self.line.tiers if t.model != "cloud"]
 
+    def band(self, name: str, manifest_band: tuple[float, float]) -> tuple[float, float]:
+        """A tier's uncertain band as the service takes it: the line's config, else the manifest's."""
+        configured = next((t.band for t in self.line.tiers if t.model == name and t.band), None)
+        return configured or manifest_band
+
     def runner(self, name: str, threads: int = 1, path: Path | None = None) -> ModelRunner:
         """A runner for `name` with `threads` intra-op threads (spinning off)."""
         package = load_package(path or self.settings.models_dir / name)
@@ -102,7 +107,7 @@ def infer_phase(ctx: BenchContext, frames: list[np.ndarray]) -> dict[str, Any]:
 
     # The ladder on one thread: what one part costs, escalations included.
     runners = [ctx.runner(t, threads=1) for t in tiers]
-    bands = {t.model: t.band for t in ctx.line.tiers}
+    bands = [ctx.band(t, r.manifest.uncertain_band) for t, r in zip(tiers, runners, strict=True)]
     for r in runners:
         r.infer(frames[0])
     cpu_ms: list[float] = []
@@ -118,7 +123,7 @@ def infer_phase(ctx: BenchContext, frames: list[np.ndarray]) -> dict[str, Any]:
         went_up = False
         for position, runner in enumerate(runners):
             answer = runner.infer(image)
-            lo, hi = bands.get(runner.manifest.name) or runner.manifest.uncertain_band
+            lo, hi = bands[position]
             if position + 1 < len(runners) and lo <= answer.score < hi:
                 escalated += position == 0
                 went_up = True
@@ -361,8 +366,7 @@ def naive_phase(ctx: BenchContext, publish: Callable[[str], None] | None = None)
     for name in ctx.local_tiers():
         package = load_package(ctx.settings.models_dir / name)
         session = ort.InferenceSession(str(package.onnx_path), providers=["CPUExecutionProvider"])
-        band = next((t.band for t in ctx.line.tiers if t.model == name and t.band), None)
-        tiers.append((session, package.manifest.input, band or package.manifest.uncertain_band))
+        tiers.append((session, package.manifest.input, ctx.band(name, package.manifest.uncertain_band)))
     source = _open(ctx.source, fps=0)
     db_path = ctx.workdir / "naive.db"
     conn = sqlite3.connect(db_path)

@@ -180,16 +180,7 @@ def users_page(
     request: Request, caller: Annotated[Caller, Depends(page("admin"))], done: str | None = None
 ) -> HTMLResponse:
     """The users table and the add-user form."""
-    ctx = console(request)
-    return render(
-        request,
-        ctx,
-        caller,
-        "users.html",
-        active="users",
-        users=users_state(ctx.read()),
-        done=(done or "")[:200],
-    )
+    return _users_page(request, console(request), caller, done=(done or "")[:200])
 
 
 @router.post("/admin/users", include_in_schema=False)
@@ -218,17 +209,13 @@ def users_page_post(
                 raise AccountError("type the new password")
             _change(ctx, caller, name, patch)
     except AccountError as exc:
-        return render(
-            request,
-            ctx,
-            caller,
-            "users.html",
-            active="users",
-            users=users_state(ctx.read()),
-            error=f"{name}: {exc}",
-            status_code=422,
-        )
+        return _users_page(request, ctx, caller, error=f"{name}: {exc}", status_code=422)
     return RedirectResponse(f"/admin/users?done={action}+{name}", status_code=303)
+
+
+def _users_page(request: Request, ctx: Console, caller: Caller, **extra: Any) -> HTMLResponse:
+    users = users_state(ctx.read())
+    return render(request, ctx, caller, "users.html", active="users", users=users, **extra)
 
 
 @router.get("/admin/audit", include_in_schema=False, response_class=HTMLResponse)

@@ -79,16 +79,7 @@ def tokens_page(
     request: Request, caller: Annotated[Caller, Depends(page("admin"))], done: str | None = None
 ) -> HTMLResponse:
     """The tokens table with a revoke button per active token."""
-    ctx = console(request)
-    return render(
-        request,
-        ctx,
-        caller,
-        "tokens.html",
-        active="tokens",
-        tokens=tokens_state(ctx.read()),
-        done=(done or "")[:200],
-    )
+    return _tokens_page(request, console(request), caller, done=(done or "")[:200])
 
 
 @router.post("/admin/tokens", include_in_schema=False)
@@ -103,14 +94,10 @@ def tokens_page_post(
     try:
         _revoke(ctx, caller, token_id)
     except AccountError as exc:
-        return render(
-            request,
-            ctx,
-            caller,
-            "tokens.html",
-            active="tokens",
-            tokens=tokens_state(ctx.read()),
-            error=str(exc),
-            status_code=422,
-        )
+        return _tokens_page(request, ctx, caller, error=str(exc), status_code=422)
     return RedirectResponse(f"/admin/tokens?done={action}+{token_id}", status_code=303)
+
+
+def _tokens_page(request: Request, ctx: Console, caller: Caller, **extra: Any) -> HTMLResponse:
+    tokens = tokens_state(ctx.read())
+    return render(request, ctx, caller, "tokens.html", active="tokens", tokens=tokens, **extra)
