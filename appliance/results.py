@@ -74,6 +74,9 @@ class Verdict:
     #: For revision > 0: "confirmed" (same verdict as before), "changed", or "unrefined"
     #: (the later tier could not look; the previous verdict became final as it stood).
     refinement: str | None = None
+    #: The deciding model's calibrated P(defect): one scale across the ladder's tiers (None when
+    #: its package carries no calibration, e.g. cloud verdicts).
+    p_defect: float | None = None
     #: The model's defect map, for the console overlay; never part of the payload.
     defect_map: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -93,6 +96,7 @@ class Verdict:
             "defect_class": self.defect_class,
             "confidence": _finite(self.confidence, 4),
             "score": _finite(self.score, 4),
+            "p_defect": None if self.p_defect is None else _finite(self.p_defect, 4),
             "tier": self.tier,
             "provisional": self.provisional,
             "defects": [d.to_json() for d in self.defects],

@@ -57,27 +57,34 @@ class TinyNet(nn.Module):
     """Tier-1 classifier (~75k parameters): plain strided convs, avg+max pooled head.
 
     Outputs class logits over labels (good first). An auxiliary 1x1 mask head on the stride-8
-    features is used only in training (mask supervision helps a tiny net find small defects);
-    it is not exported.
+    features is trained on the defect masks (mask supervision helps a tiny net find small
+    defects). With `mask_in_head` the classifier also reads that map's max and mean (detached,
+    as in SegDec): a blowhole a few pixels wide lights up the map long before it moves pooled
+    stride-16 features. Without it the head is training-only and is not exported.
     """
 
-    def __init__(self, n_classes: int, width: int = 8) -> None:
+    def __init__(self, n_classes: int, width: int = 8, mask_in_head: bool = False) -> None:
         super().__init__()
         w = width
+        self.mask_in_head = mask_in_head
         self.norm = Normalise()
         self.stem = conv_bn(1, w, 2)
         self.s2 = nn.Sequential(conv_bn(w, 2 * w, 2), conv_bn(2 * w, 2 * w))
         self.s3 = nn.Sequential(conv_bn(2 * w, 4 * w, 2), conv_bn(4 * w, 4 * w))
         self.s4 = nn.Sequential(conv_bn(4 * w, 8 * w, 2), conv_bn(8 * w, 8 * w))
         self.aux = nn.Conv2d(4 * w, 1, 1)
-        self.fc = nn.Linear(16 * w, n_classes)
+        self.fc = nn.Linear(16 * w + (2 if mask_in_head else 0), n_classes)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Training outputs: class logits and auxiliary mask logits (stride 8)."""
         f3 = self.s3(self.s2(self.stem(self.norm(x))))
         f4 = self.s4(f3)
-        pooled = torch.cat([f4.mean((2, 3)), f4.amax((2, 3))], 1)
-        return {"logits": self.fc(pooled), "mask_logits": self.aux(f3)}
+        mask = self.aux(f3)
+        parts = [f4.mean((2, 3)), f4.amax((2, 3))]
+        if self.mask_in_head:
+            m = mask.detach()
+            parts += [m.amax((2, 3)), m.mean((2, 3))]
+        return {"logits": self.fc(torch.cat(parts, 1)), "mask_logits": mask}
 
 
 class SegDec(nn.Module):
@@ -170,17 +177,13 @@ class FCOSLite(nn.Module):
         }
 
 
-def fcos_points(
-    height: int, width: int, strides: tuple[int, ...] = FCOSLite.strides
-) -> torch.Tensor:
+def fcos_points(height: int, width: int, strides: tuple[int, ...] = FCOSLite.strides) -> torch.Tensor:
     """Location centres [K,3] (x, y, stride) in input pixels, level by level, row-major."""
     pts = []
     for s in strides:
         h, w = -(-height // s), -(-width // s)
         ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-        p = torch.stack(
-            [xs.flatten() * s + s // 2, ys.flatten() * s + s // 2, torch.full((h * w,), s)], 1
-        )
+        p = torch.stack([xs.flatten() * s + s // 2, ys.flatten() * s + s // 2, torch.full((h * w,), s)], 1)
         pts.append(p.float())
     return torch.cat(pts, 0)
 
@@ -218,9 +221,7 @@ class ExportFCOS(nn.Module):
         super().__init__()
         self.net = net
         self.register_buffer("points", fcos_points(height, width))
-        self.register_buffer(
-            "size", torch.tensor([width, height, width, height], dtype=torch.float32)
-        )
+        self.register_buffer("size", torch.tensor([width, height, width, height], dtype=torch.float32))
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(boxes, scores)."""
@@ -234,15 +235,13 @@ def decode_boxes(reg: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """(l, t, r, b) log-distances in stride units to xyxy pixel boxes."""
     dist = torch.exp(reg.clamp(max=6.0)) * points[:, 2:3]
     cx, cy = points[:, 0], points[:, 1]
-    return torch.stack(
-        [cx - dist[..., 0], cy - dist[..., 1], cx + dist[..., 2], cy + dist[..., 3]], -1
-    )
+    return torch.stack([cx - dist[..., 0], cy - dist[..., 1], cx + dist[..., 2], cy + dist[..., 3]], -1)
 
 
-def build(arch: str, n_classes: int) -> nn.Module:
-    """A fresh network of the named family."""
+def build(arch: str, n_classes: int, mask_in_head: bool = False) -> nn.Module:
+    """A fresh network of the named family (`mask_in_head`: tiny only, see TinyNet)."""
     if arch == "tiny":
-        return TinyNet(n_classes)
+        return TinyNet(n_classes, mask_in_head=mask_in_head)
     if arch == "segdec":
         return SegDec()
     if arch == "fcos":
@@ -261,5 +260,6 @@ def exportable(arch: str, net: nn.Module, height: int, width: int) -> tuple[nn.M
 
 def count_parameters(net: nn.Module, exported_only: bool = True) -> int:
     """Parameters in the exported graph (the tiny net's training-only aux head excluded)."""
-    skip = {"aux.weight", "aux.bias"} if exported_only else set()
+    training_only = exported_only and not getattr(net, "mask_in_head", True)
+    skip = {"aux.weight", "aux.bias"} if training_only else set()
     return sum(p.numel() for n, p in net.named_parameters() if n not in skip)

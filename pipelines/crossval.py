@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from appliance.inference.package import MANIFEST_FILE, load_package, write_manifest
+from pipelines.calibrate import calibration_record
 from pipelines.datasets import Dataset, datasets_root, load_dataset
 from pipelines.ensemble import merge_onnx
 from pipelines.metrics import auroc, choose_threshold, classification_report
@@ -95,9 +96,7 @@ def holdout_scores(member: Path, dataset: Dataset) -> dict[int, float]:
 
     runner = make_runner(member)
     held = split_indices(runner.package, dataset, "val")
-    return dict(
-        zip(held, run_package(runner, dataset, held, quiet=True).scores.tolist(), strict=True)
-    )
+    return dict(zip(held, run_package(runner, dataset, held, quiet=True).scores.tolist(), strict=True))
 
 
 def pooled_curve(members: list[Path]) -> dict[str, float]:
@@ -119,11 +118,42 @@ def oof_report(dataset: Dataset, oof: dict[int, float], threshold: float | None 
     y = np.array([not dataset.samples[i].is_good for i in idx])
     if threshold is None:
         threshold = round(choose_threshold(y, scores), 6)
-    report = classification_report(
-        [dataset.samples[i].label for i in idx], scores, threshold, "good"
-    )
+    report = classification_report([dataset.samples[i].label for i in idx], scores, threshold, "good")
     report["split"] = "out-of-fold (train+val)"
     return report
+
+
+def finish_package(
+    folder: Path, dataset: Dataset, oof: dict[int, float], record: dict, version: str | None
+) -> Path:
+    """Threshold, metrics and drift reference of a cross-fit package from the OOF scores."""
+    from pipelines.evaluate import classification_metrics, make_runner, run_package, split_indices
+
+    raw = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
+    raw["training"]["crossval"] = record
+    raw["version"] = version or raw["version"]
+    report = oof_report(dataset, oof)
+    raw["threshold"] = report["threshold"]
+    report["threshold_rule"] = "max balanced accuracy on the out-of-fold scores (Youden J)"
+    raw["score_reference"] = score_reference(np.array(list(oof.values())))
+    raw["score_reference"]["split"] = "out-of-fold (train+val)"
+    idx = sorted(oof)
+    raw["calibration"] = calibration_record(
+        np.array([not dataset.samples[i].is_good for i in idx]),
+        np.array([oof[i] for i in idx]),
+        f"out-of-fold scores of train+val ({len(idx)} images)",
+    )
+    write_manifest(folder, raw)
+    # Latency of the package, measured on the val images (their scores are not used).
+    runner = make_runner(folder)
+    val = split_indices(runner.package, dataset, "val")
+    timing = classification_metrics(runner, dataset, run_package(runner, dataset, val, quiet=True))
+    report["latency_ms_p50"] = timing["latency_ms_p50"]
+    report["mean_compute_ms"] = timing["mean_compute_ms"]
+    raw["metrics"] = report
+    write_manifest(folder, raw)
+    load_package(folder)
+    return folder
 
 
 def merge_members(
@@ -135,8 +165,6 @@ def merge_members(
     version: str | None,
 ) -> Path:
     """Average members into one package; threshold, metrics and drift reference from OOF."""
-    from pipelines.evaluate import classification_metrics, make_runner, run_package, split_indices
-
     out.mkdir(parents=True, exist_ok=True)
     merge_onnx([m / "model.onnx" for m in members], out / "model.onnx")
     raw = json.loads((members[0] / MANIFEST_FILE).read_text(encoding="utf-8"))
@@ -145,24 +173,30 @@ def merge_members(
     training.pop("history", None)
     training.pop("selection", None)
     training["parameters"] = sum(load_package(m).manifest.training["parameters"] for m in members)
-    training["crossval"] = record
     raw["training"] = training
-    raw["version"] = version or raw["version"]
-    report = oof_report(dataset, oof)
-    raw["threshold"] = report["threshold"]
-    report["threshold_rule"] = "max balanced accuracy on the out-of-fold scores (Youden J)"
-    raw["score_reference"] = score_reference(np.array(list(oof.values())))
-    raw["score_reference"]["split"] = "out-of-fold (train+val)"
     write_manifest(out, raw)
-    # Latency of the merged graph, measured on the val images (their scores are not used).
-    runner = make_runner(out)
-    val = split_indices(runner.package, dataset, "val")
-    timing = classification_metrics(runner, dataset, run_package(runner, dataset, val, quiet=True))
-    report["latency_ms_p50"] = timing["latency_ms_p50"]
-    report["mean_compute_ms"] = timing["mean_compute_ms"]
-    raw["metrics"] = report
-    write_manifest(out, raw)
-    load_package(out)
+    return finish_package(out, dataset, oof, record, version)
+
+
+def train_refit(base: list[str], out: Path, threads: int) -> Path:
+    """One model of the recipe on all of train+val (`pipelines.train --refit`), in-process log."""
+    argv = list(base)
+    for flag in ("--select", "--fold-seed"):  # a refit always takes the last weights, no folds
+        i = argv.index(flag)
+        del argv[i : i + 2]
+    i = argv.index("--threads")
+    argv[i + 1] = str(threads)
+    argv += ["--refit", "--out", str(out)]
+    log(f"refit: python -m pipelines.train {' '.join(argv)}")
+    with (out.parent / "refit.log").open("w", encoding="utf-8") as handle:
+        status = subprocess.call(  # noqa: S603 - our own module, argv list
+            [sys.executable, "-m", "pipelines.train", *argv],
+            cwd=ROOT,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    if status != 0:
+        raise SystemExit(f"refit failed with status {status}; see {out.parent}/refit.log")
     return out
 
 
@@ -174,6 +208,8 @@ def run(args: argparse.Namespace) -> dict:
     recipe = RECIPES[args.recipe]
     cv = recipe.get("crossval", {})
     folds = args.folds or int(cv.get("folds", 4))
+    if args.refit is None:
+        args.refit = bool(cv.get("refit", False))
     out = Path(args.out or ROOT / "build" / "cv" / args.recipe)
     out.mkdir(parents=True, exist_ok=True)
     data = Path(args.data or datasets_root() / recipe["dataset"])
@@ -240,10 +276,21 @@ def run(args: argparse.Namespace) -> dict:
             log(f"INT8 loses {drop:.4f} OOF AUROC (> {args.max_drop}): FP32 ships")
     record["shipped_precision"] = shipped
     record["train_wall_minutes"] = round(train_minutes, 1)
-    fp32_pkg = merge_members(members, out / "fp32", dataset, oof32, record, args.version)
-    package = fp32_pkg
+    if args.refit:
+        record["shipped_model"] = "one refit on all of train+val; the members give the OOF figures"
+        fp32_pkg = finish_package(
+            train_refit(base, out / "refit", args.refit_threads), dataset, oof32, record, args.version
+        )
+        package = fp32_pkg
+        if shipped == "int8":
+            quantize_package(fp32_pkg, out / "refit-int8", data, max_drop=1.0)
+            package = finish_package(out / "refit-int8", dataset, oof, record, args.version)
+    else:
+        fp32_pkg = merge_members(members, out / "fp32", dataset, oof32, record, args.version)
+        package = fp32_pkg
+        if shipped == "int8":
+            package = merge_members(quant_members, out / "int8", dataset, oof, record, args.version)
     if shipped == "int8":
-        package = merge_members(quant_members, out / "int8", dataset, oof, record, args.version)
         raw = json.loads((package / MANIFEST_FILE).read_text(encoding="utf-8"))
         raw["training"]["precision"] = "int8"
         raw["training"]["quantization"] = {
@@ -299,9 +346,7 @@ def ship(package: Path, fp32: Path, oof: Path, dest: Path) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command line."""
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", required=True, choices=sorted(RECIPES))
     p.add_argument("--data", help="dataset folder (default: datasets root / recipe dataset)")
     p.add_argument("--folds", type=int, help="number of folds (default: the recipe's, else 4)")
@@ -316,6 +361,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-drop", type=float, default=0.01, help="max OOF AUROC drop for INT8")
     p.add_argument("--reuse", action="store_true", help="keep members already trained in --out")
     p.add_argument("--ship", help="copy the chosen package (and FP32 reference) to this folder")
+    p.add_argument(
+        "--refit",
+        action="store_true",
+        default=None,
+        help="ship one model trained on all of train+val instead of the merged members "
+        "(default: the recipe's crossval.refit)",
+    )
+    p.add_argument("--refit-threads", type=int, default=2, help="torch threads of the refit")
     return p.parse_args(argv)
 
 

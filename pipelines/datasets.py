@@ -106,9 +106,7 @@ def load_dataset(root: Path | str) -> Dataset:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.suffix != ".png"
-    )
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.suffix != ".png")
 
 
 def _load_tiles(root: Path) -> Dataset:
@@ -116,9 +114,7 @@ def _load_tiles(root: Path) -> Dataset:
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     names = [p.name for p in folders]
     if GOOD_FOLDER not in names:
-        raise DatasetError(
-            f"{root}: magnetic-tile layout needs a '{GOOD_FOLDER}' folder of good parts"
-        )
+        raise DatasetError(f"{root}: magnetic-tile layout needs a '{GOOD_FOLDER}' folder of good parts")
     for folder in folders:
         label = GOOD_LABEL if folder.name == GOOD_FOLDER else folder.name
         images = _images_in(folder)
@@ -258,13 +254,25 @@ def fold_split(
     return {"train": train, "val": held, "test": split["test"], "all": split["all"]}
 
 
+def refit_split(split: dict[str, list[int]]) -> dict[str, list[int]]:
+    """The split of a refit on the whole cross-validation pool: train on train+val.
+
+    'val' is the same pool (in-sample: kept only so that tools expecting a val split still run;
+    the refit's held-out figures are the cross-fit members' out-of-fold ones); 'test' unchanged.
+    """
+    pool = sorted(split["train"] + split["val"])
+    return {"train": pool, "val": list(pool), "test": split["test"], "all": split["all"]}
+
+
 def split_from_manifest(dataset: Dataset, training: dict) -> dict[str, list[int]]:
-    """Re-create the split a package recorded (`training.split`, plus `training.fold` if any)."""
+    """Re-create the split a package recorded (`training.split`, plus `fold` or `refit` if any)."""
     info = training["split"]
     split = split_dataset(dataset, int(info["seed"]), info["fractions"])
     fold = training.get("fold")
     if fold:
         split = fold_split(split, dataset, int(fold["n"]), int(fold["k"]), int(fold["seed"]))
+    elif training.get("refit"):
+        split = refit_split(split)
     return split
 
 
@@ -299,9 +307,7 @@ def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
     mask = read_image(path)
     mask = to_gray(mask)
     if mask.shape[:2] != shape:
-        raise DatasetError(
-            f"{path}: mask is {mask.shape[1]}x{mask.shape[0]}, image is {shape[1]}x{shape[0]}"
-        )
+        raise DatasetError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]}, image is {shape[1]}x{shape[0]}")
     return (mask >= 128).astype(np.uint8)
 
 

@@ -123,9 +123,7 @@ def ground_truth_and_detections(dataset: Dataset, scored: Scored) -> tuple[list,
     return gts, dets
 
 
-def evaluate_model(
-    model: str | Path, data: str | Path, split: str = "all", quiet: bool = False
-) -> dict:
+def evaluate_model(model: str | Path, data: str | Path, split: str = "all", quiet: bool = False) -> dict:
     """Metrics of one package on `split` of the folder `data`."""
     runner = make_runner(model)
     dataset = load_dataset(data)
@@ -144,9 +142,7 @@ def evaluate_model(
     }
 
 
-def evaluate_ladder(
-    models: list[str], data: str | Path, split: str = "all", quiet: bool = False
-) -> dict:
+def evaluate_ladder(models: list[str], data: str | Path, split: str = "all", quiet: bool = False) -> dict:
     """Two-tier ladder figures and the last tier alone, with AUROC and compute ratios."""
     from pipelines.ladder import ladder_figures
 
@@ -169,6 +165,9 @@ def evaluate_ladder(
         r1.manifest.threshold,
         tuple(r1.manifest.uncertain_band),
         r2.manifest.threshold,
+        (r1.manifest.calibration, r2.manifest.calibration)
+        if r1.manifest.calibration and r2.manifest.calibration
+        else None,
     )
     return {
         "ladder": [r1.manifest.name, r2.manifest.name],

@@ -3,26 +3,27 @@
 Ladder rule (as on the appliance): every frame goes to tier 1; when tier 1's score s1 is in its
 manifest `uncertain_band` [lo, hi) the frame goes to tier 2, whose answer replaces tier 1's.
 
-Ladder score (for AUROC). The ladder makes three kinds of decision, and its single score must
-order images the way those decisions do, without inventing information:
+Ladder score (for AUROC): the ladder's single answer per image, from which its AUROC is taken.
 
-- tier 1 says "good" (not escalated, s1 < thr1):   L = (s1 / thr1) / 3          in [0, 1/3)
-- escalated, tier 2 decides:                       L = 1/3 + s2 / 3 * (1 - eps)  in [1/3, 2/3)
-- tier 1 says "defect" (not escalated, s1 >= thr1): L = 2/3 + (s1 - thr1) / (1 - thr1) / 3
-                                                                                 in [2/3, 1]
+- When both packages carry a `calibration` (fitted on their out-of-fold scores by
+  `pipelines.crossval`, or by `pipelines.calibrate`), L is the deciding tier's calibrated
+  P(defect): tier 2's for an escalated frame, tier 1's otherwise. This is the `p_defect` the
+  appliance publishes with every verdict, one probability scale whichever tier answered, so the
+  AUROC of L is that of what an OT consumer ranking parts by `p_defect` gets.
+- Without calibrations, zones: every frame tier 1 confidently passed (s1 < lo) ranks below
+  every escalated frame (ordered by s2), which ranks below every frame tier 1 confidently failed
+  (s1 >= hi); within a zone, the deciding tier's order. Raw scores of two models are not
+  comparable, so this is the only order the decisions alone justify (it needs lo <= thr1 <= hi).
 
-Within each zone the order is the deciding tier's own order; across zones, every frame that
-tier 1 confidently passed ranks below every escalated frame, which ranks below every frame tier 1
-confidently failed. This is exactly the ordering the ladder commits to (its decisions are
-monotone in L: the ladder fails a frame iff L >= 1/3 + thr2/3), so the AUROC of L is an honest
-ranking measure of the ladder, not of either tier alone. It requires lo <= thr1 <= hi, which the
-band chooser guarantees.
+The decisions are the same either way (fail iff the deciding tier's score >= its threshold);
+only the ranking across tiers differs. Tier 2 alone has the same AUROC on both scales
+(the calibration is monotone).
 
-Band choice (`python -m pipelines.ladder`): on the validation split only, among bands whose edges
-are midpoints between tier 1's sorted validation scores (plus thr1 itself), take the one that
-escalates the fewest validation frames while the ladder's validation AUROC stays >= `ratio` x
-tier 2's validation AUROC; then, within a validation escalation budget, lower `lo` as a safety
-margin (see `choose_band`). The band and how it was chosen go into tier 1's manifest.
+Band choice (`python -m pipelines.ladder`): on held-out scores of both tiers (the out-of-fold
+scores of the train+val pool when both tiers are cross-validated, else the val split), the band
+[lo, hi) containing thr1 with the best ladder AUROC among those escalating at most
+`--max-escalation` of the images (the compute budget). The band and how it was chosen go into
+tier 1's manifest.
 """
 
 from __future__ import annotations
@@ -34,20 +35,37 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.inference.package import MANIFEST_FILE, load_package, write_manifest
-from pipelines.metrics import auroc
+from appliance.inference.package import MANIFEST_FILE, Calibration, load_package, write_manifest
+from pipelines.datasets import Dataset
+from pipelines.metrics import auroc, platt_logit
 
 EPS = 1e-6
 
 
+Calibrations = tuple[Calibration, Calibration] | None
+
+
+def calibrated(calibration: Calibration, scores: np.ndarray) -> np.ndarray:
+    """`Calibration.p_defect` over an array (the appliance applies the scalar one per frame)."""
+    z = calibration.a * platt_logit(np.asarray(scores, np.float64)) + calibration.b
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
+
+
 def ladder_scores(
-    s1: np.ndarray, s2: np.ndarray, thr1: float, band: tuple[float, float]
+    s1: np.ndarray,
+    s2: np.ndarray,
+    thr1: float,
+    band: tuple[float, float],
+    calibrations: Calibrations = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(ladder score L per image, escalated mask) for tier scores s1, s2 (see module doc)."""
     s1 = np.asarray(s1, np.float64)
     s2 = np.asarray(s2, np.float64)
     lo, hi = band
     escalated = (s1 >= lo) & (s1 < hi)
+    if calibrations is not None:
+        cal1, cal2 = calibrations
+        return np.where(escalated, calibrated(cal2, s2), calibrated(cal1, s1)), escalated
     low = s1 / max(thr1, EPS) / 3.0
     high = 2.0 / 3.0 + (s1 - thr1) / max(1.0 - thr1, EPS) / 3.0
     mid = 1.0 / 3.0 + s2 * (1.0 - EPS) / 3.0
@@ -64,19 +82,27 @@ def ladder_figures(
     thr1: float,
     band: tuple[float, float],
     thr2: float,
+    calibrations: Calibrations = None,
 ) -> dict:
     """Ladder AUROC / accuracy / escalated fraction / measured mean compute vs tier 2 alone."""
     y = np.asarray(y, bool)
-    score, escalated = ladder_scores(s1, s2, thr1, band)
+    score, escalated = ladder_scores(s1, s2, thr1, band, calibrations)
     pred = np.where(escalated, s2 >= thr2, s1 >= thr1)
     compute = ms1 + np.where(escalated, ms2, 0.0)
     ladder_auc = auroc(y, score)
     t2_auc = auroc(y, s2)
+    zones = {}
+    if calibrations is not None:  # the uncalibrated ranking too, for comparison
+        zones = {"image_auroc_zones": round(auroc(y, ladder_scores(s1, s2, thr1, band)[0]), 4)}
     ladder = {
         "image_auroc": round(ladder_auc, 4),
         "accuracy": round(float((pred == y).mean()), 4),
         "escalated_fraction": round(float(escalated.mean()), 4),
         "mean_compute_ms": round(float(compute.mean()), 4),
+        "ladder_score": "calibrated P(defect) of the deciding tier"
+        if calibrations is not None
+        else "zones: tier-1 pass < escalated < tier-1 fail",
+        **zones,
     }
     alone = {
         "image_auroc": round(t2_auc, 4),
@@ -98,88 +124,99 @@ def ladder_figures(
     }
 
 
+def band_edges(s1: np.ndarray, thr1: float, most: int = 120) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate (lo, hi) edges: midpoints between sorted scores (at most `most` per side)."""
+    cuts = np.unique(s1)
+    mids = (cuts[:-1] + cuts[1:]) / 2.0
+    if len(mids) > 2 * most:
+        mids = np.unique(np.quantile(mids, np.linspace(0.0, 1.0, 2 * most)))
+    los = np.unique(np.concatenate([[0.0, thr1], mids[mids <= thr1]]))
+    his = np.unique(np.concatenate([[thr1, 1.0], mids[mids >= thr1]]))
+    return los, his
+
+
 def choose_band(
     y: np.ndarray,
     s1: np.ndarray,
     s2: np.ndarray,
     thr1: float,
-    ratio: float,
-    max_escalation: float = 0.0,
+    max_escalation: float,
+    calibrations: Calibrations = None,
 ) -> tuple[tuple[float, float], dict]:
-    """Band [lo, hi) containing thr1: narrowest meeting the AUROC ratio, then a safety margin.
+    """Band [lo, hi) containing thr1 with the best ladder AUROC escalating <= max_escalation.
 
-    Step 1: among candidate bands, the one escalating the fewest val frames while the val ladder
-    AUROC stays >= `ratio` x tier 2's val AUROC. Step 2 (margin): while the val escalated
-    fraction stays <= `max_escalation`, lower `lo` further. A small val split cannot resolve a
-    1% AUROC difference (tier 2 saturates near 1.0 there), and below thr1 is where a ladder error
-    costs most: a defect that tier 1 confidently passes drops below every escalated good frame
-    (about 1/n_defect of AUROC per miss, vs 1/n_good for a good frame confidently failed above
-    hi). The spare compute budget is therefore spent there.
+    The escalation budget is the compute target (tier 2 on at most ~30 % of frames); within it
+    the band goes where it buys the most ranking quality. Ties: fewer escalations, then the
+    narrower band. Chosen on held-out scores of both tiers (the out-of-fold scores of the
+    train+val pool, or the val split).
     """
     y = np.asarray(y, bool)
     s1 = np.asarray(s1, np.float64)
-    target = ratio * auroc(y, s2)
-    cuts = np.unique(s1)
-    mids = (cuts[:-1] + cuts[1:]) / 2.0
-    los = np.unique(np.concatenate([[0.0, thr1], mids[mids <= thr1]]))
-    his = np.unique(np.concatenate([[thr1, 1.0], mids[mids >= thr1]]))
-    best: tuple[float, float, float, float] | None = None  # (escalated, -auroc, lo, hi)
+    los, his = band_edges(s1, thr1)
+    best: tuple[float, float, float, float, float] | None = None  # (-auroc, esc, width, lo, hi)
     for lo in los:
         for hi in his:
-            score, esc = ladder_scores(s1, s2, thr1, (lo, hi))
-            a = auroc(y, score)
-            if a + 1e-12 < target:
+            score, esc = ladder_scores(s1, s2, thr1, (lo, hi), calibrations)
+            fraction = float(esc.mean())
+            if fraction > max_escalation + 1e-12:
                 continue
-            key = (float(esc.mean()), -a, float(lo), float(hi))
+            key = (-auroc(y, score), fraction, float(hi - lo), float(lo), float(hi))
             if best is None or key < best:
                 best = key
-    if best is None:  # cannot happen: [0, 1] escalates everything and equals tier 2
-        best = (1.0, -auroc(y, s2), 0.0, 1.0)
-    esc0, neg_auc0, lo0, hi = best
-    lo = lo0
-    for cand in sorted(los[los < lo0], reverse=True):
-        _, esc = ladder_scores(s1, s2, thr1, (cand, hi))
-        if esc.mean() > max_escalation:
-            break
-        lo = float(cand)
-    score, esc = ladder_scores(s1, s2, thr1, (lo, hi))
+    if best is None:  # cannot happen: [thr1, thr1) escalates nothing
+        raise ValueError("no band within the escalation budget")
+    neg_auc, fraction, _, lo, hi = best
+    t2 = auroc(y, s2)
     info = {
-        "method": "narrowest band with val ladder AUROC >= ratio x val tier-2 AUROC, then lo "
-        "lowered while val escalation <= max_escalation",
-        "split": "val",
-        "ratio": ratio,
+        "method": "best ladder AUROC with escalation <= max_escalation (ties: fewer escalated)",
         "max_escalation": max_escalation,
-        "narrowest_band": [round(lo0, 6), round(hi, 6)],
-        "narrowest_val_escalated_fraction": round(esc0, 4),
-        "val_tier2_auroc": round(auroc(y, s2), 4),
-        "val_ladder_auroc": round(auroc(y, score), 4),
-        "val_escalated_fraction": round(float(esc.mean()), 4),
-        "n_val": len(y),
+        "ladder_score": "calibrated P(defect) of the deciding tier"
+        if calibrations is not None
+        else "zones: tier-1 pass < escalated < tier-1 fail",
+        "tier2_auroc": round(t2, 4),
+        "ladder_auroc": round(-neg_auc, 4),
+        "auroc_ratio": round(-neg_auc / t2, 4) if t2 else None,
+        "escalated_fraction": round(fraction, 4),
+        "n": len(y),
     }
     return (round(lo, 6), round(hi, 6)), info
 
 
+def read_scores(path: str, names: list[str] | None) -> tuple[list[str], np.ndarray]:
+    """Scores of `names` (default: every image, sorted) from a {image path: score} JSON file."""
+    held = json.loads(Path(path).read_text(encoding="utf-8"))
+    names = sorted(held) if names is None else names
+    missing = [n for n in names if n not in held]
+    if missing:
+        raise SystemExit(f"{path}: no score for {len(missing)} images, e.g. {missing[0]}")
+    return names, np.array([held[n] for n in names], np.float64)
+
+
+def defect_flags(dataset: Dataset, names: list[str], source: str) -> np.ndarray:
+    """True for a defect, False for a good image, per image path; exits naming unknown paths."""
+    by_name = {str(s.path.relative_to(dataset.root)): s for s in dataset.samples}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise SystemExit(f"{source}: {len(unknown)} images not in {dataset.root}, e.g. {unknown[0]}")
+    return np.array([not by_name[n].is_good for n in names])
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Choose tier 1's uncertain band on the val split and write it into tier 1's manifest."""
+    """Choose tier 1's uncertain band on held-out scores and write it into tier 1's manifest."""
     from pipelines.datasets import load_dataset
     from pipelines.evaluate import make_runner, run_package, split_indices
 
-    parser = argparse.ArgumentParser(description="Calibrate the ladder band on the val split.")
+    parser = argparse.ArgumentParser(
+        description="Choose tier 1's uncertain band on held-out scores (OOF pool or val split)."
+    )
     parser.add_argument("--ladder", required=True, help="tier1,tier2 package folders")
     parser.add_argument("--data", required=True, help="the dataset folder both tiers trained on")
     parser.add_argument(
         "--max-escalation",
         type=float,
-        default=0.25,
-        help="val escalation budget for the safety margin below thr1 (the compute target is "
-        "<= 35%% of tier 2; 0.25 leaves room for tier 1's own cost and val/test noise)",
-    )
-    parser.add_argument(
-        "--ratio",
-        type=float,
-        default=0.995,
-        help="keep val ladder AUROC >= RATIO x tier-2 val AUROC (target 0.99, "
-        "0.995 leaves a margin for val/test noise)",
+        default=0.27,
+        help="escalation budget (the compute target is <= 35%% of tier 2's; tier 1 itself "
+        "costs ~5%%, and 0.27 leaves ~3 points for held-out/new-data noise)",
     )
     parser.add_argument(
         "--tier2-scores",
@@ -187,32 +224,51 @@ def main(argv: list[str] | None = None) -> int:
         "out-of-fold scores of a cross-fit tier 2 (pipelines.crossval writes oof_scores.json); "
         "required when tier 2 was trained on the val split",
     )
+    parser.add_argument(
+        "--tier1-scores",
+        help="JSON {image path: score} of tier 1 on held-out images (the out-of-fold scores of "
+        "a cross-validated tier 1): the band is then chosen on every image both files score, "
+        "the whole train+val pool, instead of the val split; needs --tier2-scores",
+    )
     args = parser.parse_args(argv)
     tier1, tier2 = args.ladder.split(",")
     r1, r2 = make_runner(tier1), make_runner(tier2)
     dataset = load_dataset(args.data)
-    val = split_indices(r1.package, dataset, "val")
-    if split_indices(r2.package, dataset, "val") != val:
-        raise SystemExit("tiers were trained on different splits")
-    s1 = run_package(r1, dataset, val, "tier1").scores
-    if args.tier2_scores:
-        held = json.loads(Path(args.tier2_scores).read_text(encoding="utf-8"))
-        names = [str(dataset.samples[i].path.relative_to(dataset.root)) for i in val]
-        missing = [n for n in names if n not in held]
-        if missing:
-            raise SystemExit(f"{args.tier2_scores}: no score for {len(missing)} val images")
-        s2 = np.array([held[n] for n in names], np.float64)
+    if args.tier1_scores:
+        if not args.tier2_scores:
+            parser.error("--tier1-scores needs --tier2-scores")
+        names, s1 = read_scores(args.tier1_scores, None)
+        _, s2 = read_scores(args.tier2_scores, names)
+        y = defect_flags(dataset, names, args.tier1_scores)
+        split = "out-of-fold (train+val)"
         source = f"held-out scores from {args.tier2_scores}"
-    elif r2.manifest.training.get("crossval"):
-        raise SystemExit(
-            f"{tier2} was cross-fit on train+val: its val scores are in-sample; "
-            "pass its out-of-fold scores with --tier2-scores"
-        )
     else:
-        s2 = run_package(r2, dataset, val, "tier2").scores
-        source = "tier 2 run on val through the runtime"
-    y = np.array([not dataset.samples[i].is_good for i in val])
-    band, info = choose_band(y, s1, s2, r1.manifest.threshold, args.ratio, args.max_escalation)
+        val = split_indices(r1.package, dataset, "val")
+        if split_indices(r2.package, dataset, "val") != val:
+            raise SystemExit("tiers were trained on different splits")
+        s1 = run_package(r1, dataset, val, "tier1").scores
+        names = [str(dataset.samples[i].path.relative_to(dataset.root)) for i in val]
+        if args.tier2_scores:
+            _, s2 = read_scores(args.tier2_scores, names)
+            source = f"held-out scores from {args.tier2_scores}"
+        elif r2.manifest.training.get("crossval"):
+            raise SystemExit(
+                f"{tier2} was cross-fit on train+val: its val scores are in-sample; "
+                "pass its out-of-fold scores with --tier2-scores"
+            )
+        else:
+            s2 = run_package(r2, dataset, val, "tier2").scores
+            source = "tier 2 run on val through the runtime"
+        y = np.array([not dataset.samples[i].is_good for i in val])
+        split = "val"
+    calibrations = None
+    if r1.manifest.calibration and r2.manifest.calibration:
+        calibrations = (r1.manifest.calibration, r2.manifest.calibration)
+    band, info = choose_band(y, s1, s2, r1.manifest.threshold, args.max_escalation, calibrations)
+    info["split"] = split
+    info["tier1_scores"] = (
+        f"held-out scores from {args.tier1_scores}" if args.tier1_scores else "tier 1 on val"
+    )
     info["tier2"] = f"{r2.manifest.name} {r2.manifest.version}"
     info["tier2_scores"] = source
     folder = Path(tier1)

@@ -25,9 +25,37 @@ def auroc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarr
     return float(u / (n_pos * n_neg))
 
 
-def choose_threshold(
+def fit_platt(
     labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
-) -> float:
+) -> tuple[float, float]:
+    """(a, b) of P(defect) = sigmoid(a * logit(score) + b), by maximum likelihood (Newton).
+
+    Monotone in the score (a > 0 for any useful model), so a model's own AUROC is unchanged;
+    what it adds is a common scale: calibrated on held-out scores, two tiers' answers become
+    comparable probabilities. Scores are clipped to [1e-4, 1 - 1e-4] (INT8 outputs saturate).
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    x = platt_logit(np.asarray(scores, dtype=np.float64))
+    a, b = 1.0, 0.0
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-(a * x + b)))
+        w = p * (1.0 - p) + 1e-9
+        grad = np.array([((p - y) * x).sum(), (p - y).sum()])
+        hess = np.array([[(w * x * x).sum(), (w * x).sum()], [(w * x).sum(), w.sum()]])
+        step = np.linalg.solve(hess + 1e-6 * np.eye(2), grad)
+        a, b = a - step[0], b - step[1]
+        if np.abs(step).max() < 1e-9:
+            break
+    return float(a), float(b)
+
+
+def platt_logit(scores: np.ndarray) -> np.ndarray:
+    """logit of scores clipped to [1e-4, 1 - 1e-4] (the calibration's input scale)."""
+    s = np.clip(scores, 1e-4, 1.0 - 1e-4)
+    return np.log(s / (1.0 - s))
+
+
+def choose_threshold(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
     """Threshold maximising balanced accuracy (Youden's J), centred on its best plateau.
 
     Used on the validation split only. Balanced accuracy rather than plain accuracy because good
@@ -131,11 +159,7 @@ def detection_map(
         gt_c = []
         for boxes, labels in gts:
             mask = np.array([label == c for label in labels], dtype=bool)
-            bx = (
-                np.asarray(boxes, np.float64).reshape(-1, 4)[mask]
-                if mask.size
-                else np.zeros((0, 4))
-            )
+            bx = np.asarray(boxes, np.float64).reshape(-1, 4)[mask] if mask.size else np.zeros((0, 4))
             gt_c.append(bx)
             n_gt += len(bx)
         for i, image_dets in enumerate(dets):

@@ -23,7 +23,14 @@ RECIPES: dict[str, dict[str, Any]] = {
         "budget_minutes": 40.0,
         "split_seed": MT_SPLIT_SEED,
         "out": "build/fp32/mt-tier1",
-        "version": "1.0.0",
+        "version": "1.1.0",
+        # The classifier reads its own small-defect map, and learns tier 2's held-out P(defect)
+        # besides the labels: confident where tier 2 is, unsure where tier 2 hesitates.
+        "mask_in_head": True,
+        "teacher_scores": "models/mt-tier2/reference/oof_scores.json",
+        # Four members give out-of-fold scores (recipe choice, threshold, calibration, band);
+        # the package is one refit on all of train+val (tier 1 must stay <= 100k parameters).
+        "crossval": {"folds": 4, "seed": 7, "refit": True},
     },
     "mt-tier2": {
         "dataset": "magnetic-tile",
@@ -35,7 +42,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "budget_minutes": 40.0,
         "split_seed": MT_SPLIT_SEED,
         "out": "build/fp32/mt-tier2",
-        "version": "2.0.0",
+        "version": "2.0.1",
         # Four members, each holding out one fold of train+val (pipelines.crossval).
         "crossval": {"folds": 4, "seed": 7},
     },

@@ -7,13 +7,17 @@
    the bound (0.01); otherwise the FP32 package is shipped and the refusal is recorded. The FP32
    graph goes along as models/NAME/reference/model-fp32.onnx (what `appliance bench` compares
    INT8 with) unless it is too large to keep in the repository (`ship_reference` False).
-   A recipe with `crossval` (mt-tier2) replaces steps 1-2 by `pipelines.crossval`: K members,
-   each holding out one fold of train+val, checked and quantized on their folds, merged.
+   A recipe with `crossval` replaces steps 1-2 by `pipelines.crossval`: K members, each holding
+   out one fold of train+val, checked and quantized on their folds; the package is their merge
+   (mt-tier2) or, with `refit`, one model trained on the whole pool (mt-tier1, which must stay
+   small). Either way threshold, metrics and the P(defect) calibration come from the members'
+   out-of-fold scores.
 3. For the magnetic-tile tiers, once both packages exist, `pipelines.ladder` re-chooses tier 1's
-   uncertain band on the val split (tier 2 changing moves the band too); a cross-fit tier 2
-   contributes its out-of-fold scores on the val images.
+   uncertain band (tier 2 changing moves the band too) on both tiers' out-of-fold scores of
+   train+val (on the val split for a tier that was not cross-validated).
 
-Bump the version (recipe or --version) whenever a retrained package is meant to ship.
+mt-tier1 distils mt-tier2 (its recipe's `teacher_scores` are tier 2's out-of-fold scores): retrain
+tier 2 first. Bump the version (recipe or --version) whenever a retrained package is meant to ship.
 """
 
 from __future__ import annotations
@@ -87,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             if not held.is_file():
                 raise SystemExit(f"{held} is missing: retrain {LADDER[1]} to re-create it")
             band += ["--tier2-scores", str(held)]
+        own = ROOT / "models" / LADDER[0] / "reference" / crossval.OOF_FILE
+        if load_package(ROOT / "models" / LADDER[0]).manifest.training.get("crossval"):
+            # Both tiers cross-validated: the band is chosen on the whole train+val pool.
+            band += ["--tier1-scores", str(own)]
         ladder.main(band)
     minutes = (time.time() - start) / 60.0
     raw = json.loads((ship / MANIFEST_FILE).read_text(encoding="utf-8"))

@@ -54,6 +54,7 @@ from pipelines.datasets import (
     fold_split,
     load_arrays,
     load_dataset,
+    refit_split,
     split_dataset,
     validate_files,
 )
@@ -294,9 +295,7 @@ def lr_at(step: int, total: int, base: float, warmup: int, time_frac: float = 0.
     return base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
-def batches(
-    n: int, batch: int, rng: np.random.Generator, weights: np.ndarray | None
-) -> list[np.ndarray]:
+def batches(n: int, batch: int, rng: np.random.Generator, weights: np.ndarray | None) -> list[np.ndarray]:
     """One epoch of index batches (weighted sampling with replacement when weights are given)."""
     if weights is None:
         order = rng.permutation(n)
@@ -363,6 +362,10 @@ def train(cfg: dict[str, Any]) -> Path:
         # Cross-validation member: train on train+val minus fold k, score the held-out fold.
         split = fold_split(split, dataset, int(cfg["folds"]), int(cfg["fold"]), cfg["fold_seed"])
         log(f"cross-validation member: fold {cfg['fold']} of {cfg['folds']} held out")
+    elif cfg.get("refit"):
+        # Refit of a cross-validated recipe on all of train+val (its val is in-sample).
+        split = refit_split(split)
+        log("refit on train+val (the cross-validation pool); val below is in-sample")
     log(
         f"{dataset.layout}: {len(dataset.samples)} images, split train/val/test = "
         f"{len(split['train'])}/{len(split['val'])}/{len(split['test'])} (seed {cfg['split_seed']})"
@@ -374,8 +377,9 @@ def train(cfg: dict[str, Any]) -> Path:
     labels = dataset.labels
     ytr = np.array([labels.index(dataset.samples[i].label) for i in split["train"]])
     yva = np.array([labels.index(dataset.samples[i].label) for i in split["val"]])
+    teacher = teacher_targets(cfg, dataset, split["train"]) if arch == "tiny" else None
 
-    net = build(arch, len(labels))
+    net = build(arch, len(labels), bool(cfg.get("mask_in_head")))
     mean, std = float(xtr.mean()), float(xtr.std() + 1e-3)
     net.norm.mean.fill_(mean)
     net.norm.std.fill_(std)
@@ -400,9 +404,7 @@ def train(cfg: dict[str, Any]) -> Path:
         dataset.samples[i].boxes * np.array([width, height, width, height], np.float32)
         for i in split["train"]
     ]
-    tr_blabels = [
-        np.array([labels.index(c) for c in dataset.samples[i].box_labels]) for i in split["train"]
-    ]
+    tr_blabels = [np.array([labels.index(c) for c in dataset.samples[i].box_labels]) for i in split["train"]]
 
     epochs = int(cfg["epochs"])
     steps_per_epoch = max(1, len(xtr) // cfg["batch"])
@@ -466,6 +468,10 @@ def train(cfg: dict[str, Any]) -> Path:
                     loss = loss + cfg["mask_weight"] * F.binary_cross_entropy_with_logits(
                         out["mask_logits"], target, pos_weight=torch.tensor(4.0)
                     )
+                    if teacher is not None:
+                        loss = loss + cfg["distill_weight"] * distill_loss(
+                            out["logits"], torch.from_numpy(teacher[idx])
+                        )
                 else:
                     loss = segdec_loss(out, m, y, epoch / epochs)
             opt.zero_grad(set_to_none=True)
@@ -521,13 +527,11 @@ def train(cfg: dict[str, Any]) -> Path:
             log(f"wall-clock budget {cfg['budget_minutes']} min reached after epoch {epoch}")
             break
 
-    model = build(arch, len(labels))
+    model = build(arch, len(labels), bool(cfg.get("mask_in_head")))
     model.load_state_dict(best["state"])
     model.eval()
     train_minutes = (time.time() - start) / 60.0
-    out = package(
-        cfg, dataset, split, model, xva, best, history, epochs_run, train_minutes, fractions
-    )
+    out = package(cfg, dataset, split, model, xva, best, history, epochs_run, train_minutes, fractions)
     if checkpoints:
         # Held-out scores at every evaluated epoch: cross-validation pools them across folds.
         held = {
@@ -609,9 +613,7 @@ def fcos_step(
     if zoom_p > 0:  # skipped entirely at 0 so older recipes keep their random stream
         x, boxes, blabels = zoom_crop(x, boxes, blabels, gen, p=zoom_p)
     x = photometric(x, gen)
-    targets = [
-        fcos_targets(points, b, lab, n_classes) for b, lab in zip(boxes, blabels, strict=True)
-    ]
+    targets = [fcos_targets(points, b, lab, n_classes) for b, lab in zip(boxes, blabels, strict=True)]
     cls_t = torch.stack([t[0] for t in targets])
     box_t = torch.stack([t[1] for t in targets])
     ctr_t = torch.stack([t[2] for t in targets])
@@ -627,6 +629,34 @@ def fcos_step(
     else:
         loss_box = loss_ctr = out["reg"].sum() * 0.0
     return loss_cls + loss_box + loss_ctr
+
+
+def teacher_targets(cfg: dict[str, Any], dataset: Dataset, train: list[int]) -> np.ndarray | None:
+    """Held-out P(defect) of a stronger model for each training image (knowledge distillation).
+
+    `teacher_scores` is a JSON {image path: score} file, e.g. the cross-fit tier 2's
+    out-of-fold scores: tier 1 then learns where tier 2 is sure and where it hesitates, which is
+    what a ladder needs from its first tier (confident only where the next tier would agree).
+    """
+    if not cfg.get("teacher_scores"):
+        return None
+    path = Path(cfg["teacher_scores"])
+    if not path.is_absolute():  # recipes name it relative to the repository
+        path = Path(__file__).resolve().parents[1] / path
+    held = json.loads(path.read_text(encoding="utf-8"))
+    names = [str(dataset.samples[i].path.relative_to(dataset.root)) for i in train]
+    missing = [n for n in names if n not in held]
+    if missing:
+        raise SystemExit(f"{cfg['teacher_scores']}: no teacher score for {len(missing)} images")
+    return np.clip(np.array([held[n] for n in names], np.float32), 0.0, 1.0)
+
+
+def distill_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy between the teacher's P(defect) and 1 - P(good) of the class logits."""
+    norm = torch.logsumexp(logits, 1)
+    log_good = logits[:, 0] - norm
+    log_defect = torch.logsumexp(logits[:, 1:], 1) - norm
+    return -(target * log_defect + (1.0 - target) * log_good).mean()
 
 
 def segdec_loss(
@@ -749,6 +779,12 @@ def package(
             "pool": "train+val",
             "method": "per-class seeded round-robin (pipelines.datasets.kfold)",
         }
+    elif cfg.get("refit"):
+        manifest["training"]["refit"] = {
+            "pool": "train+val",
+            "note": "trained on the whole pool for the recipe's fixed epochs; its val split is "
+            "in-sample, its held-out figures are the cross-fit members' out-of-fold ones",
+        }
     if arch == "fcos":
         manifest["min_box_score"] = cfg.get("min_box_score", 0.05)
         manifest["nms_iou"] = 0.5
@@ -765,9 +801,7 @@ def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line to a config dict (recipe values first, explicit flags override)."""
     from pipelines.recipes import RECIPES
 
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", choices=sorted(RECIPES), help="settings of a shipped package")
     p.add_argument("--data", help="dataset folder (default: $APPLIANCE_DATASETS/<recipe dataset>)")
     p.add_argument("--arch", choices=("tiny", "segdec", "fcos"))
@@ -786,8 +820,12 @@ def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--folds", type=int, help="cross-validation member: number of folds")
     p.add_argument("--fold", type=int, help="cross-validation member: the held-out fold (0-based)")
     p.add_argument("--fold-seed", type=int, help="cross-validation fold seed (default: split seed)")
+    p.add_argument("--select", choices=("best", "last"), help="best val epoch, or the final EMA weights")
     p.add_argument(
-        "--select", choices=("best", "last"), help="best val epoch, or the final EMA weights"
+        "--refit",
+        action="store_true",
+        default=None,
+        help="train on all of train+val with the final EMA weights (after cross-validation)",
     )
     p.add_argument(
         "--set",
@@ -818,24 +856,27 @@ def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
         "crop": None,
         "crop_defect_p": 0.7,
         "channels_last": False,
+        "mask_in_head": False,
+        "teacher_scores": None,
+        "distill_weight": 1.0,
     }
     if args.recipe:
         cfg.update(RECIPES[args.recipe])
         cfg["name"] = cfg.get("name", args.recipe)
     cfg.pop("crossval", None)  # the cross-validation driver's settings, not a member's
-    cfg.update(
-        {k: v for k, v in vars(args).items() if v is not None and k not in ("recipe", "set")}
-    )
+    cfg.update({k: v for k, v in vars(args).items() if v is not None and k not in ("recipe", "set")})
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or key not in cfg:
-            p.error(
-                f"--set {item!r}: expected KEY=JSON with a known key ({', '.join(sorted(cfg))})"
-            )
+            p.error(f"--set {item!r}: expected KEY=JSON with a known key ({', '.join(sorted(cfg))})")
         try:
             cfg[key] = json.loads(value)
         except json.JSONDecodeError:
             cfg[key] = value
+    if cfg.get("refit"):
+        if cfg.get("folds"):
+            p.error("--refit trains on the whole pool; it takes no --folds")
+        cfg["select"] = "last"  # nothing held out to select on
     if cfg.get("folds"):
         if cfg.get("fold") is None:
             p.error("--folds needs --fold")

@@ -396,6 +396,7 @@ class Ladder:
         self, frame: Frame, tier: LocalTier, answer: Inference, *, revision: int, inference_ms: float
     ) -> Verdict:
         threshold = tier.runner.manifest.threshold
+        calibration = tier.runner.manifest.calibration
         failing = answer.score >= threshold
         return Verdict(
             part_id=frame.part_id,
@@ -414,6 +415,7 @@ class Ladder:
             total_ms=_since(frame),
             model=tier.model,
             defect_map=answer.defect_map,
+            p_defect=calibration.p_defect(answer.score) if calibration else None,
         )
 
     def _error(self, frame: Frame, exc: Exception) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -54,6 +55,30 @@ class InputSpec(BaseModel):
         return self
 
 
+class Calibration(BaseModel):
+    """Maps a model's score to P(defect): sigmoid(a * logit(clip(score)) + b).
+
+    Fitted on held-out (out-of-fold) scores when the package is built, so that the ladder's
+    tiers answer on one probability scale (`p_defect` in results); monotone, so it never changes
+    a decision or a model's own ranking.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    method: Literal["platt-logit"] = "platt-logit"
+    a: float = Field(gt=0.0, description="Slope on logit(score); > 0 keeps the score's order.")
+    b: float
+    fitted_on: str = Field("", description="Which held-out scores it was fitted on.")
+
+    def p_defect(self, score: float) -> float:
+        """Calibrated probability that the part is defective."""
+        if not math.isfinite(score):
+            return float("nan")
+        s = min(max(score, 1e-4), 1.0 - 1e-4)
+        z = self.a * math.log(s / (1.0 - s)) + self.b
+        return 1.0 / (1.0 + math.exp(-min(max(z, -50.0), 50.0)))
+
+
 class Manifest(BaseModel):
     """The contract between a trained model and the appliance."""
 
@@ -75,6 +100,9 @@ class Manifest(BaseModel):
     nms_iou: float = Field(0.5, gt=0, le=1, description="Detection only: NMS IoU threshold.")
     min_box_score: float = Field(0.25, ge=0, le=1, description="Detection only: box floor.")
     synthetic: bool = Field(False, description="Trained on synthetic data only (demo model).")
+    calibration: Calibration | None = Field(
+        None, description="Score -> P(defect) on a scale shared by the ladder's tiers."
+    )
     metrics: dict[str, Any] = Field(default_factory=dict)
     score_reference: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)

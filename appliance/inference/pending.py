@@ -177,4 +177,5 @@ def verdict_from_payload(payload: str) -> Verdict:
         inference_ms=p["latency_ms"]["inference"],
         total_ms=p["latency_ms"]["total"],
         model=ModelRef(**model) if model else None,
+        p_defect=p.get("p_defect"),
     )

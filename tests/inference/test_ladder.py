@@ -288,3 +288,29 @@ def test_refinements_of_a_part_stay_in_order_with_three_tiers_and_two_workers(mo
     assert all(revs == list(range(len(revs))) for revs in by_part.values())
     assert all(len(revs) == 3 for revs in by_part.values()), "every part went through all three tiers"
     assert lad.health()["provisional_open"] == 0
+
+
+def test_verdicts_carry_the_deciding_tiers_calibrated_probability(models_dir: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from appliance.inference.package import MANIFEST_FILE, write_manifest
+
+    calibrated = tmp_path / "bright1"
+    shutil.copytree(models_dir / "bright1", calibrated)
+    raw = json.loads((calibrated / MANIFEST_FILE).read_text())
+    raw["calibration"] = {"method": "platt-logit", "a": 2.0, "b": -1.0, "fitted_on": "test"}
+    write_manifest(calibrated, raw)
+    sink = Sink()
+    tiers = [tier(tmp_path, "bright1", 1), tier(models_dir, "bright2", 2)]
+    lad = Ladder("line1", tiers, deadline_ms=500, backlog=8, emit=sink)
+    lad.judge(frame(230), no_queue)  # tier 1 decides: calibrated
+    lad.judge(frame(127, 2), no_queue)  # in band: tier 2 (no calibration) decides
+    first, second = sink.verdicts
+    cal = load_package(calibrated).manifest.calibration
+    assert cal is not None and first.tier == 1
+    assert first.p_defect == pytest.approx(cal.p_defect(first.score))
+    assert first.p_defect != pytest.approx(first.score)
+    assert first.to_payload("n", 1)["p_defect"] == pytest.approx(first.p_defect, abs=1e-4)
+    assert second.tier == 2 and second.p_defect is None
+    assert second.to_payload("n", 2)["p_defect"] is None

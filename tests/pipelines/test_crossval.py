@@ -151,3 +151,83 @@ def test_ladder_band_uses_the_out_of_fold_scores_of_a_crossfit_tier2(
     assert m1.model_extra["ladder"]["tier2_scores"] == f"held-out scores from {held}"
     lo, hi = m1.uncertain_band
     assert lo <= m1.threshold <= hi
+
+
+def test_refit_ships_one_model_on_the_pool_and_the_band_comes_from_both_oof_files(
+    crossfit: tuple[dict, Path, Path], tmp_path: Path
+):
+    from pipelines import ladder
+    from pipelines.datasets import split_from_manifest
+
+    _, root, data = crossfit
+    argv = ["--recipe", "mt-tier1", "--data", str(data), "--folds", "3", "--fold-seed", "5"]
+    argv += ["--size", "48", "48", "--epochs", "2", "--set", "batch=4", "--no-quantize"]
+    argv += ["--set", "teacher_scores=null"]  # the recipe's teacher scores the real tiles
+    argv += ["--refit", "--refit-threads", "1", "--out", str(tmp_path / "cv")]
+    argv += ["--ship", str(tmp_path / "t1")]
+    report = crossval.run(crossval.parse_args(argv))
+    shipped = load_package(tmp_path / "t1").manifest
+    ds = load_dataset(data)
+    split = split_dataset(ds, 20240, (0.6, 0.2, 0.2))
+    pool = sorted(split["train"] + split["val"])
+    # One tiny network (not the members' average), trained on the whole pool, test untouched.
+    assert (
+        shipped.training["parameters"] == load_package(tmp_path / "cv" / "f0").manifest.training["parameters"]
+    )
+    assert shipped.training["refit"]["pool"] == "train+val"
+    refit = split_from_manifest(ds, shipped.training)
+    assert refit["train"] == pool and refit["test"] == split["test"]
+    # Its threshold and figures are the members' out-of-fold ones.
+    oof = json.loads((tmp_path / "t1" / "reference" / "oof_scores.json").read_text())
+    assert len(oof) == len(pool)
+    assert shipped.threshold == report["oof_fp32"]["threshold"]
+    assert shipped.metrics["split"] == "out-of-fold (train+val)"
+    assert shipped.calibration is not None and "out-of-fold" in shipped.calibration.fitted_on
+    tiers = f"{tmp_path / 't1'},{root / 'ship'}"
+    t2 = root / "ship" / "reference" / "oof_scores.json"
+    t1 = tmp_path / "t1" / "reference" / "oof_scores.json"
+    with pytest.raises(SystemExit):  # tier-1 OOF scores alone do not say what tier 2 would do
+        ladder.main(["--ladder", tiers, "--data", str(data), "--tier1-scores", str(t1)])
+    argv = ["--ladder", tiers, "--data", str(data), "--tier1-scores", str(t1)]
+    assert ladder.main([*argv, "--tier2-scores", str(t2)]) == 0
+    info = load_package(tmp_path / "t1").manifest.model_extra["ladder"]
+    assert info["split"] == "out-of-fold (train+val)" and info["n"] == len(pool)
+    # Calibrated P(defect) when both tiers carry a calibration (a 2-epoch tier 2 may rank too
+    # badly to get one: then the zones).
+    both = shipped.calibration and load_package(root / "ship").manifest.calibration
+    assert info["ladder_score"].startswith("calibrated" if both else "zones")
+    lo, hi = load_package(tmp_path / "t1").manifest.uncertain_band
+    assert lo <= shipped.threshold <= hi
+
+
+def test_calibrate_fits_a_package_on_held_out_scores(crossfit: tuple[dict, Path, Path], tmp_path):
+    import shutil
+
+    from pipelines import calibrate
+    from pipelines.metrics import fit_platt
+
+    _, root, data = crossfit
+    pkg = tmp_path / "pkg"
+    shutil.copytree(root / "ship", pkg)
+    ds = load_dataset(data)
+    rng = np.random.default_rng(0)
+    names = [str(s.path.relative_to(ds.root)) for s in ds.samples]
+    y = np.array([not s.is_good for s in ds.samples])
+    scores = np.clip(0.3 + 0.4 * y + rng.normal(0, 0.2, len(y)), 0, 1)
+    held = tmp_path / "held.json"
+    held.write_text(json.dumps(dict(zip(names, scores.tolist(), strict=True))))
+    argv = ["--model", str(pkg), "--data", str(data)]
+    assert calibrate.main([*argv, "--scores", str(held), "--version", "9.9.10"]) == 0
+    m = load_package(pkg).manifest
+    order = np.argsort(names)
+    a, b = fit_platt(y[order], scores[order])
+    assert m.version == "9.9.10"
+    assert (m.calibration.a, m.calibration.b) == (pytest.approx(a, abs=1e-5), pytest.approx(b, abs=1e-5))
+    inverted = tmp_path / "inverted.json"
+    inverted.write_text(json.dumps(dict(zip(names, (1 - scores).tolist(), strict=True))))
+    with pytest.raises(SystemExit, match="do not rank"):
+        calibrate.main([*argv, "--scores", str(inverted)])
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"nope/x.jpg": 0.5}))
+    with pytest.raises(SystemExit, match="not in"):
+        calibrate.main([*argv, "--scores", str(bad)])

@@ -179,7 +179,8 @@ def test_ladder_calibration_and_evaluation(
         (local1 / f).write_bytes((tier1 / f).read_bytes())
     tier2 = _train(data, tmp_path / "tier2", "segdec", 64, epochs=1)
     tiers = f"{local1},{tier2}"
-    assert ladder.main(["--ladder", tiers, "--data", str(data), "--ratio", "0.99"]) == 0
+    # With the whole val split as budget the best band ranks at least as well as tier 2 alone.
+    assert ladder.main(["--ladder", tiers, "--data", str(data), "--max-escalation", "1"]) == 0
     m1 = load_package(local1).manifest
     lo, hi = m1.uncertain_band
     assert lo <= m1.threshold <= hi
@@ -197,7 +198,7 @@ def test_ladder_calibration_and_evaluation(
         "compute_ratio",
     ):
         assert key in out
-    assert out["auroc_ratio"] >= 0.99 - 1e-9  # chosen on val, evaluated on val
+    assert out["auroc_ratio"] >= 1.0 - 1e-4  # chosen on val, evaluated on val
 
 
 def test_seed_ensemble_averages_members(tiny_package: tuple[Path, Path], tmp_path: Path):
@@ -222,3 +223,35 @@ def test_seed_ensemble_averages_members(tiny_package: tuple[Path, Path], tmp_pat
     a, b, e = run(pkg), run(other), run(merged)
     for i in range(2):
         assert np.allclose(e[i], (a[i] + b[i]) / 2, atol=1e-5)
+
+
+def test_distill_loss_is_the_cross_entropy_of_p_defect():
+    logits = torch.tensor([[2.0, 0.5, -1.0], [-1.0, 1.0, 0.3]])
+    target = torch.tensor([0.9, 0.2])
+    p_defect = 1.0 - torch.softmax(logits, 1)[:, 0]
+    expected = torch.nn.functional.binary_cross_entropy(p_defect, target)
+    assert float(train.distill_loss(logits, target)) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_mask_in_head_net_exports_its_defect_map_reader_and_distils(tiles: Path, tmp_path: Path):
+    from pipelines.datasets import load_dataset
+
+    net = build("tiny", 3, mask_in_head=True).eval()
+    plain = build("tiny", 3).eval()
+    from pipelines.architectures import count_parameters
+
+    # The map reader is part of the exported graph: its 1x1 head is counted, and 2 more inputs.
+    assert count_parameters(net) == count_parameters(plain) + (32 + 1) + 2 * 3
+    ds = load_dataset(tiles)
+    teacher = tmp_path / "teacher.json"
+    teacher.write_text(json.dumps({str(s.path.relative_to(ds.root)): 0.5 for s in ds.samples}))
+    out = tmp_path / "kd"
+    argv = ["--data", str(tiles), "--arch", "tiny", "--out", str(out), "--name", "kd"]
+    argv += ["--size", "48", "48", "--epochs", "1", "--batch", "4", "--threads", "1"]
+    argv += ["--set", "mask_in_head=true", "--set", f'teacher_scores="{teacher}"']
+    assert train.main(argv) == 0
+    m = load_package(out).manifest
+    assert m.training["config"]["mask_in_head"] is True
+    teacher.write_text("{}")
+    with pytest.raises(SystemExit, match="no teacher score"):
+        train.main([*argv[:-2], "--set", f'teacher_scores="{teacher}"', "--out", str(tmp_path / "x")])
