@@ -12,9 +12,7 @@ from torch import nn
 OPSET = 17
 
 
-def export_onnx(
-    wrapper: nn.Module, path: Path, height: int, width: int, output_names: list[str]
-) -> Path:
+def export_onnx(wrapper: nn.Module, path: Path, height: int, width: int, output_names: list[str]) -> Path:
     """Export an (eval-mode) export wrapper to `path` with input `image` [N,1,H,W]."""
     wrapper = wrapper.eval()
     dummy = torch.full((1, 1, height, width), 128.0)
@@ -39,9 +37,7 @@ def export_onnx(
     return path
 
 
-def onnx_matches_torch(
-    wrapper: nn.Module, path: Path, images: np.ndarray, atol: float = 1e-3
-) -> float:
+def onnx_matches_torch(wrapper: nn.Module, path: Path, images: np.ndarray, atol: float = 1e-3) -> float:
     """Max absolute difference between torch and onnxruntime outputs on images [N,H,W] uint8.
 
     Raises AssertionError when it exceeds `atol`.

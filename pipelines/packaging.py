@@ -74,9 +74,7 @@ def score_reference(scores: np.ndarray) -> dict:
         "n": len(scores),
         "mean": round(float(np.mean(scores)), 6),
         "std": round(float(np.std(scores)), 6),
-        "quantiles": {
-            str(k): round(float(v), 6) for k, v in zip(q, np.quantile(scores, q), strict=True)
-        },
+        "quantiles": {str(k): round(float(v), 6) for k, v in zip(q, np.quantile(scores, q), strict=True)},
         "histogram": {"edges": [round(float(e), 3) for e in edges], "counts": hist.tolist()},
     }
 

@@ -182,15 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", required=True, help="FP32 package folder")
     parser.add_argument("--out", required=True, help="INT8 package folder to write")
-    parser.add_argument(
-        "--data", help="dataset folder (default: the one in the manifest's provenance)"
-    )
-    parser.add_argument(
-        "--calibration", type=int, default=100, help="calibration images (train split)"
-    )
-    parser.add_argument(
-        "--max-drop", type=float, default=0.01, help="max FP32-INT8 AUROC/mAP drop on val"
-    )
+    parser.add_argument("--data", help="dataset folder (default: the one in the manifest's provenance)")
+    parser.add_argument("--calibration", type=int, default=100, help="calibration images (train split)")
+    parser.add_argument("--max-drop", type=float, default=0.01, help="max FP32-INT8 AUROC/mAP drop on val")
     parser.add_argument("--version", help="manifest version of the INT8 package")
     args = parser.parse_args(argv)
     data = args.data

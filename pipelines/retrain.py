@@ -65,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if recipe.get("crossval"):
         cv = ["--recipe", args.name, "--data", data, "--out", str(fp32), "--ship", str(ship)]
         crossval.main(
-            [*cv, "--max-drop", str(args.max_drop)]
-            + (["--version", args.version] if args.version else [])
+            [*cv, "--max-drop", str(args.max_drop)] + (["--version", args.version] if args.version else [])
         )
     else:
         train.main([*base, "--out", str(fp32)])
