@@ -19,13 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from appliance.inference.package import MANIFEST_FILE, load_package, write_manifest
-from pipelines.metrics import fit_platt
+from pipelines.metrics import CalibrationError, fit_platt
 
 
 def calibration_record(defect: np.ndarray, scores: np.ndarray, fitted_on: str) -> dict | None:
-    """The manifest's `calibration` entry, or None when the scores carry no signal (slope <= 0)."""
-    a, b = fit_platt(defect, scores)
-    if not a > 0.0:
+    """The manifest's `calibration` entry, or None (said on stderr) when no fit is worth shipping."""
+    try:
+        a, b = fit_platt(defect, scores)
+    except CalibrationError as exc:
+        print(f"no calibration from {fitted_on}: {exc}", file=sys.stderr)
         return None
     return {"method": "platt-logit", "a": round(a, 6), "b": round(b, 6), "fitted_on": fitted_on}
 
@@ -33,7 +35,7 @@ def calibration_record(defect: np.ndarray, scores: np.ndarray, fitted_on: str) -
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     from pipelines.datasets import load_dataset
-    from pipelines.ladder import defect_flags, read_scores
+    from pipelines.ladder import defect_flags, read_scores, refuse_test_images
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -46,10 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     dataset = load_dataset(args.data)
     names, scores = read_scores(args.scores, None)
     defect = defect_flags(dataset, names, args.scores)
+    folder = Path(args.model)
+    refuse_test_images(load_package(folder), dataset, names, args.scores)
     record = calibration_record(defect, scores, f"held-out scores {args.scores} ({len(names)})")
     if record is None:
-        raise SystemExit(f"{args.scores}: the scores do not rank defects above good parts")
-    folder = Path(args.model)
+        raise SystemExit(f"{args.scores}: no usable calibration (see above)")
     raw = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
     raw["calibration"] = record
     if args.version:

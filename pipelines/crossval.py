@@ -11,10 +11,13 @@ on fold k through the appliance runtime. Every pool image thus gets exactly one 
 AUROC ranks recipes where a 42-defect val split saturates near 1.0.
 
 The K members, averaged in one ONNX graph (`ensemble.merge_onnx`), are the package: together
-they have seen all of train+val. Each member is quantized to INT8 on its own training images and
+they have seen all of train+val. With `--refit` (a model that must stay small, mt-tier1) the
+package is instead one model of the recipe trained on all of train+val; the members then only
+give the figures below. Each member is quantized to INT8 on its own training images and
 checked on its own held-out fold; the pooled OOF AUROC of the INT8 members must be within
 `--max-drop` of the FP32 members', else FP32 ships. The decision threshold (max balanced
-accuracy), the recorded metrics and the drift reference come from the OOF scores. An OOF score
+accuracy), the recorded metrics, the drift reference and the score -> P(defect) calibration
+come from the OOF scores. An OOF score
 is one held-out member; the package averages K members that all never saw a new image, so its
 scores on new data are a little less spread than the OOF ones (same ranking rule, same scale).
 
@@ -293,8 +296,16 @@ def run(args: argparse.Namespace) -> dict:
     if shipped == "int8":
         raw = json.loads((package / MANIFEST_FILE).read_text(encoding="utf-8"))
         raw["training"]["precision"] = "int8"
+        own = raw["training"].get("quantization", {})
+        if args.refit:
+            # The members' OOF figures decide INT8; the refit's own FP32-vs-INT8 check can only
+            # be in-sample (it trained on the whole pool), kept beside them.
+            own["refit_check"] = {
+                "split": "train+val (in-sample)",
+                **{k: own.get(k) for k in ("fp32", "int8", "drop")},
+            }
         raw["training"]["quantization"] = {
-            **raw["training"].get("quantization", {}),
+            **own,
             "split": "out-of-fold (each member on its own held-out fold)",
             "fp32": record["oof_auroc_fp32"],
             "int8": record["oof_auroc_int8"],
@@ -331,9 +342,9 @@ def run(args: argparse.Namespace) -> dict:
 def ship(package: Path, fp32: Path, oof: Path, dest: Path) -> None:
     """Copy the package to `dest`; the merged FP32 graph and the OOF scores to dest/reference/.
 
-    The OOF scores travel with the package because tier 1's ladder band is chosen on held-out
-    tier-2 scores of the val images (`pipelines.ladder --tier2-scores`), and the cross-fit
-    package's own val scores are in-sample.
+    The OOF scores travel with the package because tier 1's ladder band is chosen on both
+    tiers' held-out scores (`pipelines.ladder --tier1-scores/--tier2-scores`), and the package's
+    own val scores are in-sample.
     """
     dest.mkdir(parents=True, exist_ok=True)
     for f in ("model.onnx", MANIFEST_FILE):

@@ -35,7 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.inference.package import MANIFEST_FILE, Calibration, load_package, write_manifest
+from appliance.inference.package import (
+    MANIFEST_FILE,
+    Calibration,
+    ModelPackage,
+    load_package,
+    write_manifest,
+)
 from pipelines.datasets import Dataset
 from pipelines.metrics import auroc, platt_logit
 
@@ -142,17 +148,28 @@ def choose_band(
     thr1: float,
     max_escalation: float,
     calibrations: Calibrations = None,
+    thr2: float | None = None,
 ) -> tuple[tuple[float, float], dict]:
     """Band [lo, hi) containing thr1 with the best ladder AUROC escalating <= max_escalation.
 
     The escalation budget is the compute target (tier 2 on at most ~30 % of frames); within it
     the band goes where it buys the most ranking quality. Ties: fewer escalations, then the
     narrower band. Chosen on held-out scores of both tiers (the out-of-fold scores of the
-    train+val pool, or the val split).
+    train+val pool, or the val split). With calibrations and tier 2's threshold `thr2`, only
+    bands where tier 1 decides alone below and above tier 2's decision point on the P(defect)
+    scale (cal1(lo) <= cal2(thr2) <= cal1(hi)): a part tier 1 confidently passes then never
+    shows a higher `p_defect` than tier 2's pass/fail boundary, and vice versa.
     """
     y = np.asarray(y, bool)
     s1 = np.asarray(s1, np.float64)
     los, his = band_edges(s1, thr1)
+    if calibrations is not None and thr2 is not None:
+        cal1, cal2 = calibrations
+        boundary = cal2.p_defect(thr2)
+        los = los[calibrated(cal1, los) <= boundary]
+        his = his[calibrated(cal1, his) >= boundary]
+        if not len(los) or not len(his):
+            raise ValueError("tier 1's calibration never reaches tier 2's decision point")
     best: tuple[float, float, float, float, float] | None = None  # (-auroc, esc, width, lo, hi)
     for lo in los:
         for hi in his:
@@ -190,6 +207,22 @@ def read_scores(path: str, names: list[str] | None) -> tuple[list[str], np.ndarr
     if missing:
         raise SystemExit(f"{path}: no score for {len(missing)} images, e.g. {missing[0]}")
     return names, np.array([held[n] for n in names], np.float64)
+
+
+def refuse_test_images(package: ModelPackage, dataset: Dataset, names: list[str], source: str) -> None:
+    """Exit when a held-out score file covers images of the package's test split."""
+    from pipelines.evaluate import split_indices
+
+    if not package.manifest.training.get("split"):
+        return
+    test = split_indices(package, dataset, "test")
+    names_of_test = {str(dataset.samples[i].path.relative_to(dataset.root)) for i in test}
+    leaked = [n for n in names if n in names_of_test]
+    if leaked:
+        raise SystemExit(
+            f"{source}: scores {len(leaked)} images of the test split (e.g. {leaked[0]}); "
+            "held-out scores for fitting must come from train+val"
+        )
 
 
 def defect_flags(dataset: Dataset, names: list[str], source: str) -> np.ndarray:
@@ -240,9 +273,15 @@ def main(argv: list[str] | None = None) -> int:
         names, s1 = read_scores(args.tier1_scores, None)
         _, s2 = read_scores(args.tier2_scores, names)
         y = defect_flags(dataset, names, args.tier1_scores)
+        refuse_test_images(r1.package, dataset, names, args.tier1_scores)
         split = "out-of-fold (train+val)"
         source = f"held-out scores from {args.tier2_scores}"
     else:
+        if r1.manifest.training.get("refit"):
+            raise SystemExit(
+                f"{tier1} was refit on train+val: its val scores are in-sample; "
+                "pass its members' out-of-fold scores with --tier1-scores"
+            )
         val = split_indices(r1.package, dataset, "val")
         if split_indices(r2.package, dataset, "val") != val:
             raise SystemExit("tiers were trained on different splits")
@@ -250,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         names = [str(dataset.samples[i].path.relative_to(dataset.root)) for i in val]
         if args.tier2_scores:
             _, s2 = read_scores(args.tier2_scores, names)
+            refuse_test_images(r2.package, dataset, names, args.tier2_scores)
             source = f"held-out scores from {args.tier2_scores}"
         elif r2.manifest.training.get("crossval"):
             raise SystemExit(
@@ -264,7 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     calibrations = None
     if r1.manifest.calibration and r2.manifest.calibration:
         calibrations = (r1.manifest.calibration, r2.manifest.calibration)
-    band, info = choose_band(y, s1, s2, r1.manifest.threshold, args.max_escalation, calibrations)
+    band, info = choose_band(
+        y, s1, s2, r1.manifest.threshold, args.max_escalation, calibrations, r2.manifest.threshold
+    )
     info["split"] = split
     info["tier1_scores"] = (
         f"held-out scores from {args.tier1_scores}" if args.tier1_scores else "tier 1 on val"

@@ -25,27 +25,52 @@ def auroc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarr
     return float(u / (n_pos * n_neg))
 
 
+class CalibrationError(ValueError):
+    """The scores admit no useful finite calibration (no signal, or perfectly separated)."""
+
+
+#: A steeper slope means the scores are (nearly) separated: no finite fit worth shipping.
+MAX_PLATT_SLOPE = 20.0
+
+
 def fit_platt(
     labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
 ) -> tuple[float, float]:
-    """(a, b) of P(defect) = sigmoid(a * logit(score) + b), by maximum likelihood (Newton).
+    """(a, b) of P(defect) = sigmoid(a * logit(score) + b), by maximum likelihood.
 
     Monotone in the score (a > 0 for any useful model), so a model's own AUROC is unchanged;
     what it adds is a common scale: calibrated on held-out scores, two tiers' answers become
     comparable probabilities. Scores are clipped to [1e-4, 1 - 1e-4] (INT8 outputs saturate).
+    Newton steps halved until the likelihood improves (plain Newton diverges on scores bunched
+    at the clip edges). Raises CalibrationError when the fit does not converge to a slope in
+    (0, MAX_PLATT_SLOPE]: scores without signal, or so separated that the optimum is infinite.
     """
     y = np.asarray(labels, dtype=np.float64)
     x = platt_logit(np.asarray(scores, dtype=np.float64))
+
+    def nll(a: float, b: float) -> float:
+        z = a * x + b
+        return float((np.logaddexp(0.0, z) - y * z).sum())
+
     a, b = 1.0, 0.0
-    for _ in range(100):
-        p = 1.0 / (1.0 + np.exp(-(a * x + b)))
+    loss = nll(a, b)
+    for _ in range(200):
+        p = 1.0 / (1.0 + np.exp(-np.clip(a * x + b, -50.0, 50.0)))
         w = p * (1.0 - p) + 1e-9
         grad = np.array([((p - y) * x).sum(), (p - y).sum()])
         hess = np.array([[(w * x * x).sum(), (w * x).sum()], [(w * x).sum(), w.sum()]])
         step = np.linalg.solve(hess + 1e-6 * np.eye(2), grad)
-        a, b = a - step[0], b - step[1]
-        if np.abs(step).max() < 1e-9:
+        scale = 1.0
+        while scale > 1e-6 and nll(a - scale * step[0], b - scale * step[1]) > loss + 1e-12:
+            scale /= 2.0
+        a, b = a - scale * step[0], b - scale * step[1]
+        loss = nll(a, b)
+        if np.abs(scale * step).max() < 1e-9:
             break
+    else:
+        raise CalibrationError(f"no convergence (slope {a:.3g}): scores (nearly) separated?")
+    if not 0.0 < a <= MAX_PLATT_SLOPE or not np.isfinite(b):
+        raise CalibrationError(f"slope {a:.3g} outside (0, {MAX_PLATT_SLOPE}]")
     return float(a), float(b)
 
 

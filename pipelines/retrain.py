@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"{held} is missing: retrain {LADDER[1]} to re-create it")
             band += ["--tier2-scores", str(held)]
         own = ROOT / "models" / LADDER[0] / "reference" / crossval.OOF_FILE
-        if load_package(ROOT / "models" / LADDER[0]).manifest.training.get("crossval"):
+        tier1 = load_package(ROOT / "models" / LADDER[0]).manifest
+        if tier1.training.get("crossval") and tier2.training.get("crossval"):
             # Both tiers cross-validated: the band is chosen on the whole train+val pool.
             band += ["--tier1-scores", str(own)]
         ladder.main(band)

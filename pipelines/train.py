@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import math
 import platform
@@ -377,7 +378,9 @@ def train(cfg: dict[str, Any]) -> Path:
     labels = dataset.labels
     ytr = np.array([labels.index(dataset.samples[i].label) for i in split["train"]])
     yva = np.array([labels.index(dataset.samples[i].label) for i in split["val"]])
-    teacher = teacher_targets(cfg, dataset, split["train"]) if arch == "tiny" else None
+    if cfg.get("teacher_scores") and arch != "tiny":
+        raise SystemExit(f"teacher_scores (distillation) is implemented for arch tiny, not {arch}")
+    teacher = teacher_targets(cfg, dataset, split["train"])
 
     net = build(arch, len(labels), bool(cfg.get("mask_in_head")))
     mean, std = float(xtr.mean()), float(xtr.std() + 1e-3)
@@ -640,10 +643,15 @@ def teacher_targets(cfg: dict[str, Any], dataset: Dataset, train: list[int]) -> 
     """
     if not cfg.get("teacher_scores"):
         return None
+    if cfg.get("crop"):
+        # A crop may cut the defect out (its label becomes good); the teacher saw the whole image.
+        raise SystemExit("teacher_scores cannot be combined with crop")
     path = Path(cfg["teacher_scores"])
     if not path.is_absolute():  # recipes name it relative to the repository
         path = Path(__file__).resolve().parents[1] / path
-    held = json.loads(path.read_text(encoding="utf-8"))
+    data = path.read_bytes()
+    cfg["teacher_sha256"] = hashlib.sha256(data).hexdigest()  # recorded in the manifest's config
+    held = json.loads(data)
     names = [str(dataset.samples[i].path.relative_to(dataset.root)) for i in train]
     missing = [n for n in names if n not in held]
     if missing:
@@ -682,19 +690,21 @@ def segdec_loss(
 
 
 def git_commit() -> str | None:
-    """HEAD of the repository the code runs from (provenance), if available."""
-    try:
+    """HEAD of the repository the code runs from (provenance), `+dirty` when pipelines/ or
+    appliance/ differ from it (the model then came from uncommitted code), if available."""
+
+    def git(*args: str) -> str:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            timeout=5,
-            check=False,
+            ["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5, check=False
         )
-        return out.stdout.strip() or None
+        return out.stdout.strip()
+
+    try:
+        head = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--", "../pipelines", "../appliance")
     except (OSError, subprocess.SubprocessError):
         return None
+    return (head + ("+dirty" if dirty else "")) or None
 
 
 def package(

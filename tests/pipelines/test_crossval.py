@@ -182,7 +182,18 @@ def test_refit_ships_one_model_on_the_pool_and_the_band_comes_from_both_oof_file
     assert len(oof) == len(pool)
     assert shipped.threshold == report["oof_fp32"]["threshold"]
     assert shipped.metrics["split"] == "out-of-fold (train+val)"
-    assert shipped.calibration is not None and "out-of-fold" in shipped.calibration.fitted_on
+    # Its calibration is the one the OOF scores give (None when a 2-epoch model's scores admit
+    # no finite fit).
+    from pipelines.calibrate import calibration_record
+
+    names = sorted(oof)
+    y = np.array([not n.startswith("free/") for n in names])
+    expected = calibration_record(y, np.array([oof[n] for n in names]), "x")
+    if expected is None:
+        assert shipped.calibration is None
+    else:
+        assert shipped.calibration is not None and "out-of-fold" in shipped.calibration.fitted_on
+        assert shipped.calibration.a == pytest.approx(expected["a"], abs=1e-5)
     tiers = f"{tmp_path / 't1'},{root / 'ship'}"
     t2 = root / "ship" / "reference" / "oof_scores.json"
     t1 = tmp_path / "t1" / "reference" / "oof_scores.json"
@@ -210,9 +221,11 @@ def test_calibrate_fits_a_package_on_held_out_scores(crossfit: tuple[dict, Path,
     pkg = tmp_path / "pkg"
     shutil.copytree(root / "ship", pkg)
     ds = load_dataset(data)
+    split = split_dataset(ds, 20240, (0.6, 0.2, 0.2))
+    pool = sorted(split["train"] + split["val"])
     rng = np.random.default_rng(0)
-    names = [str(s.path.relative_to(ds.root)) for s in ds.samples]
-    y = np.array([not s.is_good for s in ds.samples])
+    names = [str(ds.samples[i].path.relative_to(ds.root)) for i in pool]
+    y = np.array([not ds.samples[i].is_good for i in pool])
     scores = np.clip(0.3 + 0.4 * y + rng.normal(0, 0.2, len(y)), 0, 1)
     held = tmp_path / "held.json"
     held.write_text(json.dumps(dict(zip(names, scores.tolist(), strict=True))))
@@ -225,8 +238,13 @@ def test_calibrate_fits_a_package_on_held_out_scores(crossfit: tuple[dict, Path,
     assert (m.calibration.a, m.calibration.b) == (pytest.approx(a, abs=1e-5), pytest.approx(b, abs=1e-5))
     inverted = tmp_path / "inverted.json"
     inverted.write_text(json.dumps(dict(zip(names, (1 - scores).tolist(), strict=True))))
-    with pytest.raises(SystemExit, match="do not rank"):
+    with pytest.raises(SystemExit, match="no usable calibration"):
         calibrate.main([*argv, "--scores", str(inverted)])
+    test_image = str(ds.samples[split["test"][0]].path.relative_to(ds.root))
+    leaky = tmp_path / "leaky.json"
+    leaky.write_text(json.dumps({**dict(zip(names, scores.tolist(), strict=True)), test_image: 0.5}))
+    with pytest.raises(SystemExit, match="test split"):
+        calibrate.main([*argv, "--scores", str(leaky)])
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"nope/x.jpg": 0.5}))
     with pytest.raises(SystemExit, match="not in"):

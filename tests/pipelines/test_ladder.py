@@ -81,7 +81,7 @@ def test_calibrated_ladder_score_is_the_deciding_tiers_probability():
     rng = np.random.default_rng(3)
     y = rng.random(400) < 0.3
     s1 = np.clip(0.3 * y + 0.7 * rng.random(400), 0, 1)
-    s2 = np.clip(0.6 * y + 0.4 * rng.random(400), 0, 1)
+    s2 = np.clip(0.4 * y + 0.6 * rng.random(400), 0, 1)
     cal1 = Calibration(a=fit_platt(y, s1)[0], b=fit_platt(y, s1)[1])
     cal2 = Calibration(a=fit_platt(y, s2)[0], b=fit_platt(y, s2)[1])
     score, esc = ladder_scores(s1, s2, 0.5, (0.3, 0.7), (cal1, cal2))

@@ -122,3 +122,23 @@ def test_box_threshold_counts_wrong_class_and_duplicates_as_false_positives():
     conf, tp, n_gt = match_detections(gts, dets)
     assert tp.tolist() == [True, False, False] and n_gt == 1
     assert choose_box_threshold(gts, dets)["threshold"] == pytest.approx(0.85)
+
+
+def test_platt_fit_recovers_a_known_calibration_and_refuses_separated_scores():
+    from pipelines.metrics import CalibrationError, fit_platt, platt_logit
+
+    rng = np.random.default_rng(0)
+    s = rng.uniform(0.01, 0.99, 20000)
+    p = 1.0 / (1.0 + np.exp(-(0.7 * platt_logit(s) - 0.4)))
+    y = rng.random(20000) < p
+    a, b = fit_platt(y, s)
+    assert (a, b) == (pytest.approx(0.7, abs=0.05), pytest.approx(-0.4, abs=0.05))
+    # Confidently wrong images at the clip edges (INT8 saturation) must not make it diverge.
+    y2 = np.concatenate([y, np.zeros(50, bool), np.ones(50, bool)])
+    s2 = np.concatenate([s, np.ones(50), np.zeros(50)])
+    a2, _ = fit_platt(y2, s2)
+    assert 0 < a2 < a
+    with pytest.raises(CalibrationError):
+        fit_platt(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9]))  # separated: no finite fit
+    with pytest.raises(CalibrationError):
+        fit_platt(np.array([1, 1, 0, 0]), np.array([0.1, 0.2, 0.8, 0.9]))  # inverted: slope < 0
