@@ -95,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         if tier1.training.get("crossval") and tier2.training.get("crossval"):
             # Both tiers cross-validated: the band is chosen on the whole train+val pool.
             band += ["--tier1-scores", str(own)]
+        before = tier1.uncertain_band
         ladder.main(band)
+        if args.name != LADDER[0]:
+            follow_tier2(ROOT / "models" / LADDER[0], before)
     minutes = (time.time() - start) / 60.0
     raw = json.loads((ship / MANIFEST_FILE).read_text(encoding="utf-8"))
     raw["training"]["retrain_wall_minutes"] = round(minutes, 1)
@@ -103,6 +106,24 @@ def main(argv: list[str] | None = None) -> int:
     load_package(ship)
     print(f"retrained {args.name} in {minutes:.1f} min -> {ship}", file=sys.stderr)
     return 0
+
+
+def follow_tier2(tier1: Path, band_before: tuple[float, float]) -> None:
+    """After tier 2 changed: bump tier 1's patch version if its band moved, and say when tier 1
+    distils tier 2 (its teacher scores changed: only a retrain of tier 1 follows them)."""
+    manifest = load_package(tier1).manifest
+    if tuple(manifest.uncertain_band) != tuple(band_before):
+        raw = json.loads((tier1 / MANIFEST_FILE).read_text(encoding="utf-8"))
+        major, minor, patch = (raw["version"].split(".") + ["0", "0"])[:3]
+        raw["version"] = f"{major}.{minor}.{int(patch) + 1 if patch.isdigit() else 1}"
+        write_manifest(tier1, raw)
+        print(f"{tier1.name}: band re-chosen -> version {raw['version']}", file=sys.stderr)
+    if manifest.training.get("config", {}).get("teacher_scores"):
+        print(
+            f"note: {tier1.name} distils {LADDER[1]}'s out-of-fold scores, which just changed: "
+            f"retrain it too (python -m pipelines.retrain {LADDER[0]})",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

@@ -92,3 +92,21 @@ def test_calibrated_ladder_score_is_the_deciding_tiers_probability():
     assert calibrated(cal2, s2).mean() == pytest.approx(y.mean(), abs=0.02)
     full, _ = ladder_scores(s1, s2, 0.5, (0.0, 1.01), (cal1, cal2))
     assert auroc(y, full) == pytest.approx(auroc(y, s2))
+
+
+def test_retraining_tier2_bumps_tier1_when_its_band_moves(models_dir, tmp_path, capsys):
+    import shutil
+
+    from appliance.inference.package import load_package
+    from pipelines.retrain import follow_tier2
+
+    tier1 = tmp_path / "mt-tier1"
+    shutil.copytree(models_dir / "bright1", tier1)
+    version = load_package(tier1).manifest.version
+    band = tuple(load_package(tier1).manifest.uncertain_band)
+    follow_tier2(tier1, band)  # band unchanged: same version
+    assert load_package(tier1).manifest.version == version
+    follow_tier2(tier1, (0.0, 0.0))  # band moved
+    bumped = load_package(tier1).manifest.version
+    assert bumped != version and bumped.rsplit(".", 1)[0] == version.rsplit(".", 1)[0]
+    assert "version" in capsys.readouterr().err
