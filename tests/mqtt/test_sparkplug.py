@@ -58,9 +58,13 @@ def test_births_bdseq_across_reconnects_and_restarts(mqtt_settings, broker, list
             assert dtopic == f"{NS}/DBIRTH/{EDGE}/line1" and dbirth.seq == 1
             born = metrics(dbirth)
             assert born["Control/Running"] is True and born["Control/Model"] == "bright1"
-            assert {"Inspection/Verdict", "Inspection/Seq", "Counters/Parts", "Inspection/Latency ms"} <= set(
-                born
-            )
+            assert {
+                "Inspection/Verdict",
+                "Inspection/Seq",
+                "Counters/Parts",
+                "Inspection/Latency ms",
+                "Inspection/P Defect",
+            } <= set(born)
             spb.wait_for(
                 lambda ms: any(
                     "/DDATA/" in m.topic and not sp.decode(m.payload).metrics[0].is_historical for m in ms

@@ -110,6 +110,7 @@ def test_result_detail_shows_overlay(page: Any, console: Console) -> None:
     assert boxes.count() == len(part["defects"]) >= 1
     assert page.locator("svg.overlay image.heat").count() == 1
     assert "Image retained on disk" in page.inner_text("figcaption")
+    assert "P(defect)" in page.inner_text("section.panel table thead")  # empty: no calibration here
     with httpx.Client(
         base_url=console.url, headers={"Authorization": f"Bearer {console.tokens['viewer']}"}
     ) as api:

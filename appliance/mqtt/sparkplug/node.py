@@ -571,6 +571,7 @@ def _result_metrics(result: dict[str, Any]) -> list[tuple[str, int, Any]]:
         ("Inspection/Verdict", sp.STRING, result.get("verdict")),
         ("Inspection/Defect Class", sp.STRING, result.get("defect_class")),
         ("Inspection/Confidence", sp.DOUBLE, result.get("confidence")),
+        ("Inspection/P Defect", sp.DOUBLE, result.get("p_defect")),
         ("Inspection/Provisional", sp.BOOLEAN, result.get("provisional")),
         ("Inspection/Tier", sp.UINT32, result.get("tier")),
         ("Inspection/Latency ms", sp.DOUBLE, latency.get("total")),
