@@ -176,14 +176,20 @@ def run_all(
     skipped_sync: dict[str, Any] = {"sync_note": "skipped (--no-sync)"}
     synced = delivery.sync_figures(ctx, pipeline_fps, base_cpu_ms) if sync else skipped_sync
     progress("2x offered load")
-    overload = phases.pipeline_phase(
-        ctx,
-        "overload",
-        streams=ctx.cores,
-        fps=2 * pipeline_fps / ctx.cores,
-        policy="latest",
-        seconds=ctx.seconds,
-    )
+    # Three windows, the median one reported like the maximum's: one window at 2x load on a
+    # shared box spread 0.6-1.1 x the maximum across runs. Deadlines: the worst window.
+    overloads = [
+        phases.pipeline_phase(
+            ctx,
+            f"overload{n}",
+            streams=ctx.cores,
+            fps=2 * pipeline_fps / ctx.cores,
+            policy="latest",
+            seconds=ctx.seconds,
+        )
+        for n in range(3)
+    ]
+    overload = sorted(overloads, key=lambda run: run["parts_per_s"])[1]
     progress("store write rate")
     store = phases.store_phase(ctx)
     soak = peak["rss"]
@@ -230,9 +236,10 @@ def run_all(
         "overload_offered_fps": 2 * pipeline_fps,
         "overload_delivered_fps": overload["parts_per_s"],
         "overload_delivered_ratio": overload["parts_per_s"] / pipeline_fps,
-        "overload_within_deadline": overload["within_deadline"],
-        "overload_deferred": overload["deferred"],
-        "overload_unresolved_provisional": overload["unresolved_provisional"],
+        "overload_delivered_runs": [run["parts_per_s"] for run in overloads],
+        "overload_within_deadline": _worst_within(overloads),
+        "overload_deferred": sum(run["deferred"] for run in overloads),
+        "overload_unresolved_provisional": sum(run["unresolved_provisional"] for run in overloads),
         "int8_speedup": int8.get("int8_speedup"),
         "int8_model": int8.get("int8_model"),
         "int8_per_tier": int8.get("int8_per_tier"),
@@ -243,6 +250,12 @@ def run_all(
         "rss_window_s": soak[-1][0] if soak else None,
         "rss_drift_ratio": (rss[-1] / rss[len(rss) // 5]) if len(rss) > 5 else None,
     }
+
+
+def _worst_within(runs: list[dict[str, Any]]) -> float | None:
+    """The lowest share of first verdicts within the deadline among the windows that had any."""
+    shares = [run["within_deadline"] for run in runs if run["within_deadline"] is not None]
+    return min(shares) if shares else None
 
 
 def _ratio(value: float | None, base: float | None) -> float | None:

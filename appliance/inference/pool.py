@@ -137,6 +137,12 @@ class InferencePool:
                 self._refining -= 1
                 self._busy -= 1
 
+    def quiet(self) -> bool:
+        """No frame waiting and no worker judging or refining (e.g. after the cameras stopped)."""
+        with self._refining_lock:
+            busy = self._busy
+        return busy == 0 and self.ready.qsize() == 0
+
     def _set_busy(self, delta: int) -> None:
         with self._refining_lock:
             self._busy += delta
