@@ -192,6 +192,22 @@ class Service:
             extra={"parts": parts, "last_seq": self.writer.last_seq},
         )
 
+    def settle_refinements(self, timeout: float = 60.0) -> bool:
+        """Wait (once the cameras are stopped) until no frame waits or is being judged and no
+        line has a provisional verdict open; False at the timeout. Two quiet checks 0.1 s apart:
+        a frame just taken from the queue is not counted busy for an instant, and judging it
+        may still defer an escalation."""
+        deadline = time.monotonic() + timeout
+        calm = 0
+        while calm < 2:
+            if time.monotonic() >= deadline:
+                return False
+            quiet = self.pool is None or self.pool.quiet()
+            open_ = any(ladder.health()["provisional_open"] for ladder in self.ladders.values())
+            calm = calm + 1 if quiet and not open_ else 0
+            time.sleep(0.1)
+        return True
+
     def _lock_state_dir(self) -> None:
         """One service per state dir: a second one would share the outbox and its `seq`."""
         path = self.settings.state_dir / ".lock"

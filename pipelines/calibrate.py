@@ -34,8 +34,8 @@ def calibration_record(defect: np.ndarray, scores: np.ndarray, fitted_on: str) -
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
-    from pipelines.datasets import load_dataset
-    from pipelines.ladder import defect_flags, read_scores, refuse_test_images
+    from pipelines.datasets import load_dataset, read_scores
+    from pipelines.ladder import refuse_test_images
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     dataset = load_dataset(args.data)
     names, scores = read_scores(args.scores, None)
-    defect = defect_flags(dataset, names, args.scores)
+    defect = dataset.defect_flags(names, args.scores)
     folder = Path(args.model)
     refuse_test_images(load_package(folder), dataset, names, args.scores)
     record = calibration_record(defect, scores, f"held-out scores {args.scores} ({len(names)})")

@@ -318,7 +318,7 @@ def run(args: argparse.Namespace) -> dict:
             },
         }
         write_manifest(package, raw)
-    paths = {str(dataset.samples[i].path.relative_to(dataset.root)): s for i, s in oof.items()}
+    paths = {dataset.name(i): s for i, s in oof.items()}
     (out / OOF_FILE).write_text(json.dumps(paths, indent=0), encoding="utf-8")
     report = {
         "recipe": args.recipe,

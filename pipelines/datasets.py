@@ -23,6 +23,7 @@ INTER_LINEAR), so that training and serving see the same pixels.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import xml.etree.ElementTree as ET  # noqa: S405 - local, trusted annotation files
 from collections.abc import Sequence
@@ -80,8 +81,32 @@ class Dataset:
 
     def digest(self) -> str:
         """sha256 of the sorted relative file names: identifies the exact file list split."""
-        names = "\n".join(sorted(str(s.path.relative_to(self.root)) for s in self.samples))
+        names = "\n".join(sorted(self.name(i) for i in range(len(self.samples))))
         return hashlib.sha256(names.encode()).hexdigest()
+
+    def name(self, index: int) -> str:
+        """A sample's path relative to the folder: how score files (OOF, teacher) name it."""
+        return str(self.samples[index].path.relative_to(self.root))
+
+    def defect_flags(self, names: list[str], source: str) -> np.ndarray:
+        """True for a defect, False for a good image, per name; exits naming unknown ones."""
+        by_name = {self.name(i): s for i, s in enumerate(self.samples)}
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise SystemExit(f"{source}: {len(unknown)} images not in {self.root}, e.g. {unknown[0]}")
+        return np.array([not by_name[n].is_good for n in names])
+
+
+def read_scores(
+    path: str | Path, names: list[str] | None, what: str = "score"
+) -> tuple[list[str], np.ndarray]:
+    """`what` of `names` (default: every image, sorted) from a {image name: score} JSON file."""
+    held = json.loads(Path(path).read_text(encoding="utf-8"))
+    names = sorted(held) if names is None else names
+    missing = [n for n in names if n not in held]
+    if missing:
+        raise SystemExit(f"{path}: no {what} for {len(missing)} images, e.g. {missing[0]}")
+    return names, np.array([held[n] for n in names], np.float64)
 
 
 def detect_layout(root: Path) -> str:

@@ -144,7 +144,7 @@ def evaluate_model(model: str | Path, data: str | Path, split: str = "all", quie
 
 def evaluate_ladder(models: list[str], data: str | Path, split: str = "all", quiet: bool = False) -> dict:
     """Two-tier ladder figures and the last tier alone, with AUROC and compute ratios."""
-    from pipelines.ladder import ladder_figures
+    from pipelines.ladder import calibrations_of, ladder_figures
 
     if len(models) != 2:
         raise SystemExit("--ladder takes exactly two packages: tier1,tier2")
@@ -165,9 +165,7 @@ def evaluate_ladder(models: list[str], data: str | Path, split: str = "all", qui
         r1.manifest.threshold,
         tuple(r1.manifest.uncertain_band),
         r2.manifest.threshold,
-        (r1.manifest.calibration, r2.manifest.calibration)
-        if r1.manifest.calibration and r2.manifest.calibration
-        else None,
+        calibrations_of(r1.manifest, r2.manifest),
     )
     return {
         "ladder": [r1.manifest.name, r2.manifest.name],

@@ -38,12 +38,13 @@ import numpy as np
 from appliance.inference.package import (
     MANIFEST_FILE,
     Calibration,
+    Manifest,
     ModelPackage,
     load_package,
     write_manifest,
 )
-from pipelines.datasets import Dataset
-from pipelines.metrics import auroc, platt_logit
+from pipelines.datasets import Dataset, read_scores
+from pipelines.metrics import auroc
 
 EPS = 1e-6
 
@@ -51,10 +52,18 @@ EPS = 1e-6
 Calibrations = tuple[Calibration, Calibration] | None
 
 
-def calibrated(calibration: Calibration, scores: np.ndarray) -> np.ndarray:
-    """`Calibration.p_defect` over an array (the appliance applies the scalar one per frame)."""
-    z = calibration.a * platt_logit(np.asarray(scores, np.float64)) + calibration.b
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
+def calibrations_of(tier1: Manifest, tier2: Manifest) -> Calibrations:
+    """Both tiers' calibrations, or None unless both carry one (then the zones rank)."""
+    if tier1.calibration and tier2.calibration:
+        return tier1.calibration, tier2.calibration
+    return None
+
+
+def score_name(calibrations: Calibrations) -> str:
+    """What the ladder's single score is, for the records."""
+    if calibrations is None:
+        return "zones: tier-1 pass < escalated < tier-1 fail"
+    return "calibrated P(defect) of the deciding tier"
 
 
 def ladder_scores(
@@ -71,7 +80,7 @@ def ladder_scores(
     escalated = (s1 >= lo) & (s1 < hi)
     if calibrations is not None:
         cal1, cal2 = calibrations
-        return np.where(escalated, calibrated(cal2, s2), calibrated(cal1, s1)), escalated
+        return np.where(escalated, cal2.p_defect_array(s2), cal1.p_defect_array(s1)), escalated
     low = s1 / max(thr1, EPS) / 3.0
     high = 2.0 / 3.0 + (s1 - thr1) / max(1.0 - thr1, EPS) / 3.0
     mid = 1.0 / 3.0 + s2 * (1.0 - EPS) / 3.0
@@ -105,9 +114,7 @@ def ladder_figures(
         "accuracy": round(float((pred == y).mean()), 4),
         "escalated_fraction": round(float(escalated.mean()), 4),
         "mean_compute_ms": round(float(compute.mean()), 4),
-        "ladder_score": "calibrated P(defect) of the deciding tier"
-        if calibrations is not None
-        else "zones: tier-1 pass < escalated < tier-1 fail",
+        "ladder_score": score_name(calibrations),
         **zones,
     }
     alone = {
@@ -166,8 +173,8 @@ def choose_band(
     if calibrations is not None and thr2 is not None:
         cal1, cal2 = calibrations
         boundary = cal2.p_defect(thr2)
-        los = los[calibrated(cal1, los) <= boundary]
-        his = his[calibrated(cal1, his) >= boundary]
+        los = los[cal1.p_defect_array(los) <= boundary]
+        his = his[cal1.p_defect_array(his) >= boundary]
         if not len(los) or not len(his):
             raise ValueError("tier 1's calibration never reaches tier 2's decision point")
     best: tuple[float, float, float, float, float] | None = None  # (-auroc, esc, width, lo, hi)
@@ -187,9 +194,7 @@ def choose_band(
     info = {
         "method": "best ladder AUROC with escalation <= max_escalation (ties: fewer escalated)",
         "max_escalation": max_escalation,
-        "ladder_score": "calibrated P(defect) of the deciding tier"
-        if calibrations is not None
-        else "zones: tier-1 pass < escalated < tier-1 fail",
+        "ladder_score": score_name(calibrations),
         "tier2_auroc": round(t2, 4),
         "ladder_auroc": round(-neg_auc, 4),
         "auroc_ratio": round(-neg_auc / t2, 4) if t2 else None,
@@ -199,16 +204,6 @@ def choose_band(
     return (round(lo, 6), round(hi, 6)), info
 
 
-def read_scores(path: str, names: list[str] | None) -> tuple[list[str], np.ndarray]:
-    """Scores of `names` (default: every image, sorted) from a {image path: score} JSON file."""
-    held = json.loads(Path(path).read_text(encoding="utf-8"))
-    names = sorted(held) if names is None else names
-    missing = [n for n in names if n not in held]
-    if missing:
-        raise SystemExit(f"{path}: no score for {len(missing)} images, e.g. {missing[0]}")
-    return names, np.array([held[n] for n in names], np.float64)
-
-
 def refuse_test_images(package: ModelPackage, dataset: Dataset, names: list[str], source: str) -> None:
     """Exit when a held-out score file covers images of the package's test split."""
     from pipelines.evaluate import split_indices
@@ -216,22 +211,13 @@ def refuse_test_images(package: ModelPackage, dataset: Dataset, names: list[str]
     if not package.manifest.training.get("split"):
         return
     test = split_indices(package, dataset, "test")
-    names_of_test = {str(dataset.samples[i].path.relative_to(dataset.root)) for i in test}
+    names_of_test = {dataset.name(i) for i in test}
     leaked = [n for n in names if n in names_of_test]
     if leaked:
         raise SystemExit(
             f"{source}: scores {len(leaked)} images of the test split (e.g. {leaked[0]}); "
             "held-out scores for fitting must come from train+val"
         )
-
-
-def defect_flags(dataset: Dataset, names: list[str], source: str) -> np.ndarray:
-    """True for a defect, False for a good image, per image path; exits naming unknown paths."""
-    by_name = {str(s.path.relative_to(dataset.root)): s for s in dataset.samples}
-    unknown = [n for n in names if n not in by_name]
-    if unknown:
-        raise SystemExit(f"{source}: {len(unknown)} images not in {dataset.root}, e.g. {unknown[0]}")
-    return np.array([not by_name[n].is_good for n in names])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--tier1-scores needs --tier2-scores")
         names, s1 = read_scores(args.tier1_scores, None)
         _, s2 = read_scores(args.tier2_scores, names)
-        y = defect_flags(dataset, names, args.tier1_scores)
+        y = dataset.defect_flags(names, args.tier1_scores)
         refuse_test_images(r1.package, dataset, names, args.tier1_scores)
         split = "out-of-fold (train+val)"
         source = f"held-out scores from {args.tier2_scores}"
@@ -286,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         if split_indices(r2.package, dataset, "val") != val:
             raise SystemExit("tiers were trained on different splits")
         s1 = run_package(r1, dataset, val, "tier1").scores
-        names = [str(dataset.samples[i].path.relative_to(dataset.root)) for i in val]
+        names = [dataset.name(i) for i in val]
         if args.tier2_scores:
             _, s2 = read_scores(args.tier2_scores, names)
             refuse_test_images(r2.package, dataset, names, args.tier2_scores)
@@ -301,9 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             source = "tier 2 run on val through the runtime"
         y = np.array([not dataset.samples[i].is_good for i in val])
         split = "val"
-    calibrations = None
-    if r1.manifest.calibration and r2.manifest.calibration:
-        calibrations = (r1.manifest.calibration, r2.manifest.calibration)
+    calibrations = calibrations_of(r1.manifest, r2.manifest)
     band, info = choose_band(
         y, s1, s2, r1.manifest.threshold, args.max_escalation, calibrations, r2.manifest.threshold
     )

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from appliance.inference.package import score_logit
+
 
 def auroc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
     """Area under the ROC curve (Mann-Whitney U; ties count 1/2). labels: 1 = defect."""
@@ -40,13 +42,14 @@ def fit_platt(
 
     Monotone in the score (a > 0 for any useful model), so a model's own AUROC is unchanged;
     what it adds is a common scale: calibrated on held-out scores, two tiers' answers become
-    comparable probabilities. Scores are clipped to [1e-4, 1 - 1e-4] (INT8 outputs saturate).
+    comparable probabilities. Scores go through `score_logit` (clipped: INT8 outputs saturate),
+    as `appliance.inference.package.Calibration` applies them.
     Newton steps halved until the likelihood improves (plain Newton diverges on scores bunched
     at the clip edges). Raises CalibrationError when the fit does not converge to a slope in
     (0, MAX_PLATT_SLOPE]: scores without signal, or so separated that the optimum is infinite.
     """
     y = np.asarray(labels, dtype=np.float64)
-    x = platt_logit(np.asarray(scores, dtype=np.float64))
+    x = score_logit(np.asarray(scores, dtype=np.float64))
 
     def nll(a: float, b: float) -> float:
         z = a * x + b
@@ -72,12 +75,6 @@ def fit_platt(
     if not 0.0 < a <= MAX_PLATT_SLOPE or not np.isfinite(b):
         raise CalibrationError(f"slope {a:.3g} outside (0, {MAX_PLATT_SLOPE}]")
     return float(a), float(b)
-
-
-def platt_logit(scores: np.ndarray) -> np.ndarray:
-    """logit of scores clipped to [1e-4, 1 - 1e-4] (the calibration's input scale)."""
-    s = np.clip(scores, 1e-4, 1.0 - 1e-4)
-    return np.log(s / (1.0 - s))
 
 
 def choose_threshold(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:

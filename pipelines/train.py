@@ -55,6 +55,7 @@ from pipelines.datasets import (
     fold_split,
     load_arrays,
     load_dataset,
+    read_scores,
     refit_split,
     split_dataset,
     validate_files,
@@ -538,7 +539,7 @@ def train(cfg: dict[str, Any]) -> Path:
     if checkpoints:
         # Held-out scores at every evaluated epoch: cross-validation pools them across folds.
         held = {
-            "paths": [str(dataset.samples[i].path.relative_to(dataset.root)) for i in split["val"]],
+            "paths": [dataset.name(i) for i in split["val"]],
             "defect": [bool(v != 0) for v in yva],
             "checkpoints": {str(k): v for k, v in checkpoints.items()},
         }
@@ -649,14 +650,9 @@ def teacher_targets(cfg: dict[str, Any], dataset: Dataset, train: list[int]) -> 
     path = Path(cfg["teacher_scores"])
     if not path.is_absolute():  # recipes name it relative to the repository
         path = Path(__file__).resolve().parents[1] / path
-    data = path.read_bytes()
-    cfg["teacher_sha256"] = hashlib.sha256(data).hexdigest()  # recorded in the manifest's config
-    held = json.loads(data)
-    names = [str(dataset.samples[i].path.relative_to(dataset.root)) for i in train]
-    missing = [n for n in names if n not in held]
-    if missing:
-        raise SystemExit(f"{cfg['teacher_scores']}: no teacher score for {len(missing)} images")
-    return np.clip(np.array([held[n] for n in names], np.float32), 0.0, 1.0)
+    cfg["teacher_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()  # into the manifest
+    _, scores = read_scores(path, [dataset.name(i) for i in train], what="teacher score")
+    return np.clip(scores, 0.0, 1.0).astype(np.float32)
 
 
 def distill_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

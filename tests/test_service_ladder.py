@@ -62,16 +62,7 @@ def test_overload_degrades_to_provisional_verdicts_and_resolves_them_all(
         for camera in service.cameras:
             camera.stop()
         ladder = service.ladders["line1"]
-        pool = service.pool
-        assert pool is not None
-
-        def settled() -> bool:
-            return ladder.health()["provisional_open"] == 0 and pool.quiet()
-
-        # Twice, apart: a frame just taken from the queue is not counted busy for an instant.
-        wait_for(settled)
-        time.sleep(0.2)
-        wait_for(settled)
+        assert service.settle_refinements(timeout=30)
         health = ladder.health()
     finally:
         service.stop()

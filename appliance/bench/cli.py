@@ -145,7 +145,7 @@ def run_all(
         phases.pipeline_phase(ctx, f"max{n}", streams=ctx.cores, fps=0, policy="block", seconds=ctx.seconds)
         for n in range(3)
     ]
-    peak = sorted(runs, key=lambda run: run["parts_per_s"])[1]
+    peak = _median_run(runs)
     pipeline_fps = peak["parts_per_s"]
     progress("naive single-thread loop")
     naive = phases.naive_phase(ctx)
@@ -189,7 +189,7 @@ def run_all(
         )
         for n in range(3)
     ]
-    overload = sorted(overloads, key=lambda run: run["parts_per_s"])[1]
+    overload = _median_run(overloads)
     progress("store write rate")
     store = phases.store_phase(ctx)
     soak = peak["rss"]
@@ -250,6 +250,11 @@ def run_all(
         "rss_window_s": soak[-1][0] if soak else None,
         "rss_drift_ratio": (rss[-1] / rss[len(rss) // 5]) if len(rss) > 5 else None,
     }
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median throughput (of an odd number of windows)."""
+    return sorted(runs, key=lambda run: run["parts_per_s"])[len(runs) // 2]
 
 
 def _worst_within(runs: list[dict[str, Any]]) -> float | None:

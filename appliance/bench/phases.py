@@ -280,17 +280,11 @@ def pipeline_phase(
         by_thread = cpu_split(threads0, thread_cpu_s(), parts)
         committed = service.writer.last_seq - seq0
         dropped = sum(c.dropped for c in service.cameras) - dropped0
-        # Let the ladder resolve what it deferred: no provisional verdict may be forgotten. The
-        # frames still queued or being judged when the cameras stop may defer more: wait for
-        # the pool to go quiet too (else they would stay pending on disk for the next start).
+        # Let the ladder resolve what it deferred: no provisional verdict may be forgotten (frames
+        # still queued when the cameras stop may defer more; they would wait on disk otherwise).
         for camera in service.cameras:
             camera.stop()
-        settle = time.monotonic() + 60
-        calm = 0  # consecutive quiet checks: a frame just taken from the queue looks quiet once
-        while time.monotonic() < settle and calm < 2:
-            quiet = service.pool is None or service.pool.quiet()
-            calm = calm + 1 if quiet and not ladder.health()["provisional_open"] else 0
-            time.sleep(0.1)
+        service.settle_refinements()
         ladder_health = ladder.health()
         components = service.health()["components"]
     finally:

@@ -25,6 +25,7 @@ import math
 from pathlib import Path
 from typing import Any, Final, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MANIFEST_SCHEMA: Final = "vision.model/1"
@@ -55,6 +56,18 @@ class InputSpec(BaseModel):
         return self
 
 
+#: Scores are clipped to [SCORE_CLIP, 1 - SCORE_CLIP] before the logit (INT8 outputs saturate).
+SCORE_CLIP: Final = 1e-4
+_Z_LIMIT: Final = 50.0  # exp() stays finite
+
+
+def score_logit(scores: np.ndarray) -> np.ndarray:
+    """logit of clipped scores: the calibration's input scale (fitted on it by pipelines)."""
+    s = np.clip(np.asarray(scores, np.float64), SCORE_CLIP, 1.0 - SCORE_CLIP)
+    result: np.ndarray = np.log(s / (1.0 - s))
+    return result
+
+
 class Calibration(BaseModel):
     """Maps a model's score to P(defect): sigmoid(a * logit(clip(score)) + b).
 
@@ -71,12 +84,18 @@ class Calibration(BaseModel):
     fitted_on: str = Field("", description="Which held-out scores it was fitted on.")
 
     def p_defect(self, score: float) -> float:
-        """Calibrated probability that the part is defective."""
+        """Calibrated probability that the part is defective (per frame: plain floats)."""
         if not math.isfinite(score):
             return float("nan")
-        s = min(max(score, 1e-4), 1.0 - 1e-4)
+        s = min(max(score, SCORE_CLIP), 1.0 - SCORE_CLIP)
         z = self.a * math.log(s / (1.0 - s)) + self.b
-        return 1.0 / (1.0 + math.exp(-min(max(z, -50.0), 50.0)))
+        return 1.0 / (1.0 + math.exp(-min(max(z, -_Z_LIMIT), _Z_LIMIT)))
+
+    def p_defect_array(self, scores: np.ndarray) -> np.ndarray:
+        """`p_defect` over an array of scores (evaluation, band choice)."""
+        z = np.clip(self.a * score_logit(scores) + self.b, -_Z_LIMIT, _Z_LIMIT)
+        result: np.ndarray = 1.0 / (1.0 + np.exp(-z))
+        return result
 
 
 class Manifest(BaseModel):

@@ -75,7 +75,6 @@ def test_choose_band_is_the_best_within_the_escalation_budget():
 
 def test_calibrated_ladder_score_is_the_deciding_tiers_probability():
     from appliance.inference.package import Calibration
-    from pipelines.ladder import calibrated
     from pipelines.metrics import fit_platt
 
     rng = np.random.default_rng(3)
@@ -88,8 +87,8 @@ def test_calibrated_ladder_score_is_the_deciding_tiers_probability():
     assert np.allclose(score[esc], [cal2.p_defect(v) for v in s2[esc]])
     assert np.allclose(score[~esc], [cal1.p_defect(v) for v in s1[~esc]])
     # Monotone: a tier's own AUROC is unchanged; the fit is a probability (mean ~ prevalence).
-    assert auroc(y, calibrated(cal2, s2)) == pytest.approx(auroc(y, s2))
-    assert calibrated(cal2, s2).mean() == pytest.approx(y.mean(), abs=0.02)
+    assert auroc(y, cal2.p_defect_array(s2)) == pytest.approx(auroc(y, s2))
+    assert cal2.p_defect_array(s2).mean() == pytest.approx(y.mean(), abs=0.02)
     full, _ = ladder_scores(s1, s2, 0.5, (0.0, 1.01), (cal1, cal2))
     assert auroc(y, full) == pytest.approx(auroc(y, s2))
 

@@ -125,11 +125,12 @@ def test_box_threshold_counts_wrong_class_and_duplicates_as_false_positives():
 
 
 def test_platt_fit_recovers_a_known_calibration_and_refuses_separated_scores():
-    from pipelines.metrics import CalibrationError, fit_platt, platt_logit
+    from appliance.inference.package import score_logit
+    from pipelines.metrics import CalibrationError, fit_platt
 
     rng = np.random.default_rng(0)
     s = rng.uniform(0.01, 0.99, 20000)
-    p = 1.0 / (1.0 + np.exp(-(0.7 * platt_logit(s) - 0.4)))
+    p = 1.0 / (1.0 + np.exp(-(0.7 * score_logit(s) - 0.4)))
     y = rng.random(20000) < p
     a, b = fit_platt(y, s)
     assert (a, b) == (pytest.approx(0.7, abs=0.05), pytest.approx(-0.4, abs=0.05))
