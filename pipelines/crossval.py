@@ -379,6 +379,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="ship one model trained on all of train+val instead of the merged members "
         "(default: the recipe's crossval.refit)",
     )
+    p.add_argument("--no-refit", dest="refit", action="store_false", help="ship the merged members")
     p.add_argument("--refit-threads", type=int, default=2, help="torch threads of the refit")
     return p.parse_args(argv)
 

@@ -249,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
         "a cross-validated tier 1): the band is then chosen on every image both files score, "
         "the whole train+val pool, instead of the val split; needs --tier2-scores",
     )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the band and its figures, leave the manifest alone (e.g. to compare recipes)",
+    )
     args = parser.parse_args(argv)
     tier1, tier2 = args.ladder.split(",")
     r1, r2 = make_runner(tier1), make_runner(tier2)
@@ -297,13 +302,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     info["tier2"] = f"{r2.manifest.name} {r2.manifest.version}"
     info["tier2_scores"] = source
+    print(json.dumps({"band": band, **info}), file=sys.stderr)
+    if args.dry_run:
+        return 0
     folder = Path(tier1)
     raw = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
     raw["uncertain_band"] = list(band)
     raw["ladder"] = info
     write_manifest(folder, raw)
     load_package(folder)
-    print(json.dumps({"band": band, **info}), file=sys.stderr)
     return 0
 
 

@@ -200,6 +200,9 @@ def test_refit_ships_one_model_on_the_pool_and_the_band_comes_from_both_oof_file
     with pytest.raises(SystemExit):  # tier-1 OOF scores alone do not say what tier 2 would do
         ladder.main(["--ladder", tiers, "--data", str(data), "--tier1-scores", str(t1)])
     argv = ["--ladder", tiers, "--data", str(data), "--tier1-scores", str(t1)]
+    before = (tmp_path / "t1" / "manifest.json").read_bytes()
+    assert ladder.main([*argv, "--tier2-scores", str(t2), "--dry-run"]) == 0
+    assert (tmp_path / "t1" / "manifest.json").read_bytes() == before  # a dry run writes nothing
     assert ladder.main([*argv, "--tier2-scores", str(t2)]) == 0
     info = load_package(tmp_path / "t1").manifest.model_extra["ladder"]
     assert info["split"] == "out-of-fold (train+val)" and info["n"] == len(pool)
