@@ -145,7 +145,7 @@ def run_all(
         phases.pipeline_phase(ctx, f"max{n}", streams=ctx.cores, fps=0, policy="block", seconds=ctx.seconds)
         for n in range(3)
     ]
-    peak = _median_run(runs)
+    peak = phases.median_run(runs)
     pipeline_fps = peak["parts_per_s"]
     progress("naive single-thread loop")
     naive = phases.naive_phase(ctx)
@@ -189,7 +189,7 @@ def run_all(
         )
         for n in range(3)
     ]
-    overload = _median_run(overloads)
+    overload = phases.median_run(overloads)
     progress("store write rate")
     store = phases.store_phase(ctx)
     soak = peak["rss"]
@@ -250,11 +250,6 @@ def run_all(
         "rss_window_s": soak[-1][0] if soak else None,
         "rss_drift_ratio": (rss[-1] / rss[len(rss) // 5]) if len(rss) > 5 else None,
     }
-
-
-def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run with the median throughput (of an odd number of windows)."""
-    return sorted(runs, key=lambda run: run["parts_per_s"])[len(runs) // 2]
 
 
 def _worst_within(runs: list[dict[str, Any]]) -> float | None:
@@ -367,12 +362,24 @@ def render_table(figures: dict[str, Any]) -> str:
             "MQTT: publishing cost",
             fmt(_pct(figures.get("publish_cost")), " %"),
             f"pipeline max {fmt(figures.get('pipeline_fps_mqtt'))} fps publishing (target <= 5 %), "
-            "broker and subscriber on the same cores",
+            "broker and subscriber on the same cores, one message per result",
         ),
         (
             "MQTT: own CPU cost",
             fmt(_pct(figures.get("publish_cost_own_cpu")), " %"),
             f"{fmt(figures.get('publish_cpu_ms_per_part'))} CPU-ms per part more in the appliance",
+        ),
+        (
+            "MQTT batched: publishing cost",
+            fmt(_pct(figures.get("publish_cost_batched")), " %"),
+            f"pipeline max {fmt(figures.get('pipeline_fps_mqtt_batched'))} fps (target <= 5 %), "
+            f"results_per_message = {figures.get('batched_results_per_message')}, "
+            f"{fmt(figures.get('batched_results_per_message_mean'))} per message on average",
+        ),
+        (
+            "MQTT batched: own CPU cost",
+            fmt(_pct(figures.get("publish_cost_own_cpu_batched")), " %"),
+            f"{fmt(figures.get('publish_cpu_ms_per_part_batched'))} CPU-ms per part more in the appliance",
         ),
         (
             "MQTT: outbox drain",

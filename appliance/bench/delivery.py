@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.bench.broker import PrivateBroker, mosquitto_path
-from appliance.bench.phases import BenchContext, Delivery, pipeline_phase
+from appliance.bench.phases import BenchContext, Delivery, median_run, pipeline_phase
 from appliance.service import Service
 
 
@@ -45,6 +45,9 @@ def subscriber(port: int, prefix: str, outfile: Path) -> Iterator[Path]:
     finally:
         process.terminate()
         process.wait(10)
+
+
+BATCHED_RESULTS = 50  # mqtt.results_per_message of the batched maximum
 
 
 def own_cost(base_cpu_ms: float, with_cpu_ms: float) -> float:
@@ -84,22 +87,22 @@ def mqtt_figures(ctx: BenchContext, pipeline_fps: float, base_cpu_ms: float) -> 
             figures[f"p50_ms_at_{share}"] = run["latency_ms_p50"]
             figures[f"p99_ms_at_{share}"] = run["latency_ms_p99"]
             figures[f"latency_samples_at_{share}"] = run["latency_samples"]
-        ctx.progress("pipeline maximum, publishing every result")
-        with subscriber(broker.port, prefix, ctx.workdir / "receipts-max.log"):
-            peak = pipeline_phase(
-                ctx,
-                "mqtt-max",
-                streams=ctx.cores,
-                fps=0,
-                policy="block",
-                seconds=ctx.seconds,
-                delivery=Delivery(mqtt_port=broker.port),
+        for per_message, suffix in ((1, ""), (BATCHED_RESULTS, "_batched")):
+            what = "one message per result" if per_message == 1 else f"up to {per_message} per message"
+            ctx.progress(f"pipeline maximum, publishing every result ({what})")
+            peak = median_run(
+                [_max_publishing(ctx, broker.port, f"mqtt-max{suffix}{n}", per_message) for n in range(3)]
             )
-        figures["pipeline_fps_mqtt"] = peak["parts_per_s"]
-        figures["publish_cost"] = 1.0 - peak["parts_per_s"] / pipeline_fps
-        figures["publish_cpu_ms_per_part"] = peak["cpu_ms_per_part"] - base_cpu_ms
-        figures["publish_cost_own_cpu"] = own_cost(base_cpu_ms, peak["cpu_ms_per_part"])
-        figures["cpu_ms_per_part_by_thread_mqtt"] = peak["cpu_ms_per_part_by_thread"]
+            figures[f"pipeline_fps_mqtt{suffix}"] = peak["parts_per_s"]
+            figures[f"publish_cost{suffix}"] = 1.0 - peak["parts_per_s"] / pipeline_fps
+            figures[f"publish_cpu_ms_per_part{suffix}"] = peak["cpu_ms_per_part"] - base_cpu_ms
+            figures[f"publish_cost_own_cpu{suffix}"] = own_cost(base_cpu_ms, peak["cpu_ms_per_part"])
+            figures[f"cpu_ms_per_part_by_thread_mqtt{suffix}"] = peak["cpu_ms_per_part_by_thread"]
+        outbox = (peak["components"].get("mqtt") or {}).get("outbox", {})
+        figures["batched_results_per_message"] = BATCHED_RESULTS
+        figures["batched_results_per_message_mean"] = (
+            outbox["published"] / outbox["messages"] if outbox.get("messages") else None
+        )
 
         ctx.progress("outbox drain after a broker outage, production going on")
         broker.stop()
@@ -132,6 +135,20 @@ def mqtt_figures(ctx: BenchContext, pipeline_fps: float, base_cpu_ms: float) -> 
     finally:
         broker.stop()
     return figures
+
+
+def _max_publishing(ctx: BenchContext, port: int, phase: str, per_message: int) -> dict[str, Any]:
+    """One window at the pipeline's maximum, publishing every result, a subscriber listening."""
+    with subscriber(port, ctx.settings.mqtt.prefix, ctx.workdir / f"receipts-{phase}.log"):
+        return pipeline_phase(
+            ctx,
+            phase,
+            streams=ctx.cores,
+            fps=0,
+            policy="block",
+            seconds=ctx.seconds,
+            delivery=Delivery(mqtt_port=port, results_per_message=per_message),
+        )
 
 
 class LateTarget:

@@ -189,7 +189,13 @@ class Delivery:
 
     mqtt_port: int | None = None
     receipts: Path | None = None  # the subscriber process's log of arrivals
+    results_per_message: int = 1  # mqtt.results_per_message (batched results above 1)
     sync: dict[str, Any] | None = None  # SyncConfig overrides (target, endpoint_url, ...)
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median throughput (of an odd number of windows)."""
+    return sorted(runs, key=lambda run: run["parts_per_s"])[len(runs) // 2]
 
 
 def bench_settings(
@@ -225,6 +231,7 @@ def bench_settings(
             "tls_cert": None,
             "tls_key": None,
             "reconnect_max_s": 1.0,
+            "results_per_message": delivery.results_per_message,
         }
     )
     settings.sync = settings.sync.model_copy(

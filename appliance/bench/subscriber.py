@@ -2,6 +2,8 @@
 
     python -m appliance.bench.subscriber HOST PORT TOPIC OUTFILE
 
+TOPIC is the `result` filter; its batched twin (`results`) is subscribed as well.
+
 Writes one line per message: `received_ms ts_capture_ms revision msg_id`, and creates
 OUTFILE.ready once the subscription is acknowledged. Stops on SIGTERM.
 """
@@ -31,7 +33,7 @@ def main(argv: list[str]) -> int:
     )
 
     def on_connect(c: Any, _u: Any, _f: Any, _reason: Any, _p: Any) -> None:
-        c.subscribe(topic, qos=1)
+        c.subscribe([(topic, 1), (topic + "s", 1)])  # .../result and, batched, .../results
 
     def on_subscribe(*_: Any) -> None:
         outfile.with_suffix(".ready").touch()
@@ -40,8 +42,11 @@ def main(argv: list[str]) -> int:
         received = time.time_ns() // 1_000_000
         try:
             payload = json.loads(message.payload)
-            out.write(f"{received} {payload['ts_capture_ms']} {payload['revision']} {payload['msg_id']}\n")
-        except (ValueError, KeyError):
+            results = payload.get("results", [payload])  # batched or not
+            out.write(
+                "".join(f"{received} {r['ts_capture_ms']} {r['revision']} {r['msg_id']}\n" for r in results)
+            )
+        except (ValueError, KeyError, TypeError):
             return
 
     client.on_connect = on_connect

@@ -51,7 +51,16 @@ class MqttConfig(Section):
     tls_cert: Path | None = Field(None, description="Client certificate (mutual TLS).")
     tls_key: Path | None = Field(None, description="Client key (mutual TLS).")
     keepalive_s: int = Field(30, ge=5, le=3600, description="Keepalive interval.")
-    inflight: int = Field(64, ge=1, le=65535, description="Unacknowledged results at once.")
+    inflight: int = Field(64, ge=1, le=65535, description="Unacknowledged result messages at once.")
+    results_per_message: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="1: one message per result on `line/{line}/result`. More: results go as "
+        "batches of up to this many of one line's results on `line/{line}/results` instead "
+        "(for lines of hundreds of parts per second; a batch holds only what is waiting, so "
+        "it adds no delay).",
+    )
     reconnect_max_s: float = Field(30.0, ge=1, le=3600, description="Reconnect backoff cap.")
     health_interval_s: float = Field(10.0, ge=1, le=3600, description="Health publish period.")
     connect_timeout_s: float = Field(10.0, ge=1, le=120, description="TCP/TLS connect timeout.")

@@ -67,6 +67,7 @@ class MqttComponent:
             on_rejected=self._rejected,
             on_accepted_again=self._accepted_again,
             max_republish=self.config.republish_max_rows,
+            results_per_message=self.config.results_per_message,
         )
         self.outbox.start()
         self.commands.start()

@@ -62,9 +62,9 @@ _STATS_PERIOD_S = 2.0
 
 @dataclass(frozen=True, slots=True)
 class _Sent:
-    seq: int
+    seqs: tuple[int, ...]  # one result, or a batch of one line's consecutive results
     ts_ms: int
-    replay: bool  # a republish request (the row was delivered before): nothing to mark
+    replay: bool  # a republish request (the rows were delivered before): nothing to mark
     topic: str
 
 
@@ -83,6 +83,7 @@ class OutboxPublisher:
         on_rejected: Callable[[str], None] | None = None,
         on_accepted_again: Callable[[], None] | None = None,
         max_republish: int = 100_000,
+        results_per_message: int = 1,
     ) -> None:
         self.link = link
         self.topics = topics
@@ -91,6 +92,7 @@ class OutboxPublisher:
         self.max_inflight = inflight
         self.boot_seq = boot_seq
         self.max_republish = max_republish
+        self.per_message = results_per_message
         self._on_rejected = on_rejected or (lambda _reason: None)
         self._on_accepted_again = on_accepted_again or (lambda: None)
         self._refused: set[int] = set()  # seqs the broker refused, until one gets through again
@@ -117,6 +119,7 @@ class OutboxPublisher:
         self._drain: tuple[float, int, int, int] | None = None
         # figures for health
         self.published = RateCounter()
+        self.messages = 0  # result messages acknowledged (a batch is one)
         self.replayed = 0
         self.republished = 0
         self.rejected = 0
@@ -294,24 +297,26 @@ class OutboxPublisher:
         sent = self._inflight.pop(mid, None)
         if sent is None:
             return
-        self._inflight_seqs.discard(sent.seq)
+        self._inflight_seqs.difference_update(sent.seqs)
         if reason.is_failure:
-            self.rejected += 1
+            self.rejected += len(sent.seqs)
             self.last_rejection = (
-                f"broker refused seq {sent.seq} on {sent.topic}: {reason} (0x{reason.value:02x})"
+                f"broker refused seq {_seq_text(sent.seqs)} on {sent.topic}: {reason} (0x{reason.value:02x})"
             )
             if not self._refused:
                 self._on_rejected(self.last_rejection)
-            self._refused.add(sent.seq)
+            self._refused.update(sent.seqs)
             return
-        if sent.seq in self._refused:
-            self._refused.discard(sent.seq)
+        if self._refused and not self._refused.isdisjoint(sent.seqs):
+            self._refused.difference_update(sent.seqs)
             if not self._refused:
                 self._on_accepted_again()
-        self.published.add()
-        self.last_acked_seq = max(self.last_acked_seq, sent.seq)
+        self.published.add(len(sent.seqs))
+        self.messages += 1
+        self.last_acked_seq = max(self.last_acked_seq, sent.seqs[-1])
         if not sent.replay:
-            self._unmarked[sent.seq] = sent.ts_ms
+            for seq in sent.seqs:
+                self._unmarked[seq] = sent.ts_ms
             if self._unmarked_since is None:
                 self._unmarked_since = time.monotonic()
 
@@ -331,17 +336,26 @@ class OutboxPublisher:
         rows = self._conn.execute(
             "SELECT seq, line, payload FROM results WHERE seq >= ? AND published_ms IS NULL "
             "ORDER BY seq LIMIT ?",
-            (self._cursor, room + skip),
+            (self._cursor, room * self.per_message + skip),
         ).fetchall()
+        batch: list[tuple[int, str, bool]] = []
+        line = ""
         for row in rows:
-            if room <= 0:
-                break
             seq = row["seq"]
-            self._cursor = seq + 1
             if seq in self._unmarked or seq in self._inflight_seqs:
+                self._cursor = seq + 1
                 continue  # acknowledged (its mark is on its way to the writer) or in flight
-            replayed = seq <= self._sent_high or seq <= self.boot_seq
-            if not self._send(seq, row["line"], row["payload"], replayed, replay=False):
+            if batch and (row["line"] != line or len(batch) == self.per_message):
+                if not self._send(batch, line, replay=False):
+                    return
+                batch, room = [], room - 1
+                if room <= 0:
+                    break
+            line = row["line"]
+            batch.append((seq, row["payload"], seq <= self._sent_high or seq <= self.boot_seq))
+            self._cursor = seq + 1
+        if batch:
+            if not self._send(batch, line, replay=False):
                 return
             room -= 1
         if room > 0:
@@ -357,32 +371,53 @@ class OutboxPublisher:
         rows = self._conn.execute(
             "SELECT seq, line, payload, published_ms FROM results WHERE seq BETWEEN ? AND ? "
             "ORDER BY seq LIMIT ?",
-            (start, end, room),
+            (start, end, room * self.per_message),
         ).fetchall()
+        batch: list[tuple[int, str, bool]] = []
+        line = ""
         for row in rows:
             seq = row["seq"]
-            start = seq + 1
             if seq in self._inflight_seqs or (row["published_ms"] is None and seq not in self._unmarked):
+                start = seq + 1
                 continue  # not delivered yet: the outbox path sends it
-            if not self._send(seq, row["line"], row["payload"], True, replay=True):
-                self._replay = (seq, end)
-                return
-            self.republished += 1
+            if batch and (row["line"] != line or len(batch) == self.per_message):
+                if not self._send_republished(batch, line, end):
+                    return
+                batch, room = [], room - 1
+                if room <= 0:
+                    break
+            line = row["line"]
+            batch.append((seq, row["payload"], True))
+            start = seq + 1
+        if batch and not self._send_republished(batch, line, end):
+            return
         self._replay = None if not rows or start > end else (start, end)
 
-    def _send(self, seq: int, line: str, stored: str, replayed: bool, *, replay: bool) -> bool:
+    def _send_republished(self, batch: list[tuple[int, str, bool]], line: str, end: int) -> bool:
+        if not self._send(batch, line, replay=True):
+            self._replay = (batch[0][0], end)
+            return False
+        self.republished += len(batch)
+        return True
+
+    def _send(self, batch: list[tuple[int, str, bool]], line: str, *, replay: bool) -> bool:
+        """One message: a result (`result` topic) or, with results_per_message > 1, a batch."""
         ts = now_ms()
-        topic = self.topics.result(line)
-        data = publish_text(stored, ts, replayed)
+        if self.per_message == 1:
+            seq, stored, replayed = batch[0]
+            topic, data = self.topics.result(line), publish_text(stored, ts, replayed)
+        else:
+            topic = self.topics.results(line)
+            data = batch_text([publish_text(stored, ts, replayed) for _, stored, replayed in batch])
         ticket = self.link.publish(topic, data, qos=1, generation=self._generation)
         if ticket is None:
             return False  # connection gone; the "down" event follows
-        self._inflight[ticket.mid] = _Sent(seq, ts, replay, topic)
-        self._inflight_seqs.add(seq)
+        seqs = tuple(seq for seq, _, _ in batch)
+        self._inflight[ticket.mid] = _Sent(seqs, ts, replay, topic)
+        self._inflight_seqs.update(seqs)
         self.max_inflight_seen = max(self.max_inflight_seen, len(self._inflight))
-        if replayed:
-            self.replayed += 1
-        self._sent_high = max(self._sent_high, seq)
+        self.replayed += sum(1 for _, _, replayed in batch if replayed)
+        self._sent_high = max(self._sent_high, seqs[-1])
         return True
 
     # --- marks ----------------------------------------------------------------------------
@@ -445,7 +480,7 @@ class OutboxPublisher:
         if self._drain is None:
             return
         target = self._drain[3]
-        if self._cursor <= target or any(s.seq <= target for s in self._inflight.values()):
+        if self._cursor <= target or any(s.seqs[0] <= target for s in self._inflight.values()):
             return
         self._finish_drain()
 
@@ -474,6 +509,7 @@ class OutboxPublisher:
             "inflight": len(self._inflight),
             "max_inflight_seen": self.max_inflight_seen,
             "published": self.published.count,
+            "messages": self.messages,
             "drain_rows_s": round(self.published.rate(), 1),
             "replayed": self.replayed,
             "republished": self.republished,
@@ -486,6 +522,15 @@ class OutboxPublisher:
             **self.guard.health(),
             "failed": self.failed,
         }
+
+
+def batch_text(texts: list[str]) -> str:
+    """A `vision.results/1` message: results of one line in `seq` order, each as published alone."""
+    return '{"schema":"vision.results/1","results":[' + ",".join(texts) + "]}"
+
+
+def _seq_text(seqs: tuple[int, ...]) -> str:
+    return str(seqs[0]) if len(seqs) == 1 else f"{seqs[0]}-{seqs[-1]}"
 
 
 def publish_text(stored: str, ts_publish_ms: int, replayed: bool) -> str:

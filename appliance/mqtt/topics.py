@@ -1,7 +1,7 @@
 """The topic tree of the MQTT contract (DESIGN.md), built and parsed in one place.
 
 `{prefix}/{node}/availability`, `/health`, `/event`, `/ack`, `/cmd/{name}`,
-`/line/{line}/result`, `/line/{line}/state`, `/line/{line}/cmd/{name}`.
+`/line/{line}/result` (or `/results`, batched), `/line/{line}/state`, `/line/{line}/cmd/{name}`.
 """
 
 from __future__ import annotations
@@ -52,6 +52,10 @@ class Topics:
     def result(self, line: str) -> str:
         """Results of one line (QoS 1, not retained)."""
         return f"{self.base}/line/{line}/result"
+
+    def results(self, line: str) -> str:
+        """Batches of one line's results, when `mqtt.results_per_message` > 1 (QoS 1)."""
+        return f"{self.base}/line/{line}/results"
 
     def state(self, line: str) -> str:
         """Retained state of one line."""

@@ -78,4 +78,6 @@ source = {{ kind = "simulator", width = 64, height = 64 }}
         assert figures["latency_measured_to"].startswith("mqtt receipt")
         assert figures["latency_samples_at_50"] > 0
         assert figures["drain_rows_per_s"] and figures["drain_rows_per_s"] > 0
+        assert figures["pipeline_fps_mqtt"] > 0 and figures["pipeline_fps_mqtt_batched"] > 0
+        assert figures["batched_results_per_message_mean"] >= 1  # results really went out in batches
     assert figures["sync_drain_rows_per_s"] and figures["sync_drain_rows_per_s"] > 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from appliance.store.db import connect
 from tests.brokers import Gate
 
@@ -30,15 +32,40 @@ RESULT_KEYS = {
 }
 
 
-def test_results_delivered_in_seq_order_with_schema(mqtt_settings, listen, run_service):
-    settings = mqtt_settings()
-    topic = f"vision/{settings.node_id}/line/line1/result"
-    listener = listen([topic])
+def results_in(messages, per_message: int) -> list[dict]:
+    """The results the messages carry, checking the batch envelope when batched."""
+    out: list[dict] = []
+    for m in messages:
+        payload = json.loads(m.payload)
+        if per_message == 1:
+            out.append(payload)
+            continue
+        assert set(payload) == {"schema", "results"} and payload["schema"] == "vision.results/1"
+        batch = payload["results"]
+        assert 1 <= len(batch) <= per_message
+        assert len({r["line"] for r in batch}) == 1, "a batch holds one line's results"
+        assert [r["seq"] for r in batch] == sorted(r["seq"] for r in batch)
+        out.extend(batch)
+    return out
+
+
+def result_topic(settings, per_message: int) -> str:
+    return f"vision/{settings.node_id}/line/line1/result" + ("s" if per_message > 1 else "")
+
+
+@pytest.mark.parametrize("per_message", [1, 8])
+def test_results_delivered_in_seq_order_with_schema(mqtt_settings, listen, run_service, per_message):
+    settings = mqtt_settings(results_per_message=per_message)
+    topic = result_topic(settings, per_message)
+    other = result_topic(settings, 8 if per_message == 1 else 1)
+    listener = listen([topic, other])
     with run_service(settings) as service:
-        listener.wait_for(lambda ms: len(ms) >= 20)
+        listener.wait_for(lambda ms: len(results_in(ms, per_message)) >= 20)
     last = service.writer.last_seq
-    listener.wait_for(lambda ms: len(ms) >= last)  # a graceful stop publishes everything first
-    payloads = [json.loads(m.payload) for m in listener.on(topic)]
+    # a graceful stop publishes everything first
+    listener.wait_for(lambda ms: len(results_in(ms, per_message)) >= last)
+    assert not listener.on(other), "results go on one topic only"
+    payloads = results_in(listener.on(topic), per_message)
     seqs = [p["seq"] for p in payloads]
     assert seqs == list(range(1, last + 1))
     for p in payloads:
@@ -64,26 +91,23 @@ def test_results_delivered_in_seq_order_with_schema(mqtt_settings, listen, run_s
         assert row["published_ms"] == delivered[row["seq"]]["ts_publish_ms"]
 
 
-def _seqs(messages) -> list[tuple[int, bool]]:
-    out = []
-    for m in messages:
-        p = json.loads(m.payload)
-        out.append((p["seq"], p["replayed"]))
-    return out
+def _seqs(messages, per_message: int = 1) -> list[tuple[int, bool]]:
+    return [(p["seq"], p["replayed"]) for p in results_in(messages, per_message)]
 
 
 OUTAGE_S = 3.0  # the issue's 30 s outage, shortened: the backoff cap is 1 s here, so it is the same path
 
 
-def test_broker_outage_loses_no_seq(mqtt_settings, outage_broker, listen, run_service):
+@pytest.mark.parametrize("per_message", [1, 8])
+def test_broker_outage_loses_no_seq(mqtt_settings, outage_broker, listen, run_service, per_message):
     """Kill the broker while the line produces; after it is back every seq arrives, gap-free."""
     gate = Gate(outage_broker.host, outage_broker.port)
-    settings = mqtt_settings(to=outage_broker, port=gate.port, inflight=4)
-    topic = f"vision/{settings.node_id}/line/line1/result"
+    settings = mqtt_settings(to=outage_broker, port=gate.port, inflight=4, results_per_message=per_message)
+    topic = result_topic(settings, per_message)
     before = listen([topic], to=outage_broker)
     try:
         with run_service(settings) as service:
-            before.wait_for(lambda ms: len(ms) >= 20)
+            before.wait_for(lambda ms: len(results_in(ms, per_message)) >= 20)
             outage_broker.kill()  # PUBACKs in flight are lost with it
             gate.close()
             before.close()
@@ -96,16 +120,14 @@ def test_broker_outage_loses_no_seq(mqtt_settings, outage_broker, listen, run_se
             outage_broker.start()
             after = listen([topic], to=outage_broker)  # subscribed before the appliance is let through
             gate.open()
-            after.wait_for(
-                lambda ms: any(json.loads(m.payload)["seq"] >= produced + 5 for m in ms), timeout=30
-            )
+            after.wait_for(lambda ms: any(s >= produced + 5 for s, _ in _seqs(ms, per_message)), timeout=30)
             deadline = time.monotonic() + 10
             while (outbox := service.health()["components"]["mqtt"]["outbox"])["last_drain"] is None:
                 assert time.monotonic() < deadline, "the drain of the backlog was not recorded"
                 time.sleep(0.05)
     finally:
         gate.stop()
-    received = _seqs(before.messages) + _seqs(after.messages)
+    received = _seqs(before.messages, per_message) + _seqs(after.messages, per_message)
     seqs = [s for s, _ in received]
     top = max(seqs)
     assert set(seqs) == set(range(1, top + 1)), "a seq is missing"
@@ -114,10 +136,14 @@ def test_broker_outage_loses_no_seq(mqtt_settings, outage_broker, listen, run_se
         if seq in first_seen:
             assert replayed, f"seq {seq} delivered twice without replayed: true"
         first_seen.add(seq)
-    assert produced - len(before.messages) > 10, "the outage must have built a backlog"
-    assert outbox["max_inflight_seen"] == 4  # the window was used, and never exceeded
+    delivered_before = len(_seqs(before.messages, per_message))
+    assert produced - delivered_before > 10, "the outage must have built a backlog"
+    assert outbox["max_inflight_seen"] == 4  # the window (of messages) was used, and never exceeded
+    if per_message > 1:
+        sizes = [len(json.loads(m.payload)["results"]) for m in after.messages]
+        assert max(sizes) == per_message, "the backlog went out in full batches"
     drain = outbox["last_drain"]
-    assert drain["backlog_at_reconnect"] >= produced - len(before.messages) - 4
+    assert drain["backlog_at_reconnect"] >= produced - delivered_before - 4 * per_message
     assert drain["rows"] >= drain["backlog_at_reconnect"] and drain["rows_s"] > 0
 
 
@@ -169,3 +195,22 @@ def test_a_pass_that_raises_does_not_stop_the_outbox(mqtt_settings, listen, run_
     assert not any(json.loads(m.payload)["replayed"] for m in listener.on(topic))
     assert any(r.exc_info for r in caplog.records if "iteration failed" in r.getMessage())
     caplog.clear()  # logged on purpose
+
+
+def test_batched_republish_sends_each_row_once_marked_replayed(mqtt_settings, listen, run_service):
+    """With batches, a republish request goes out in batches too: rows 2..9, each once, replayed."""
+    settings = mqtt_settings(results_per_message=4)
+    topic = result_topic(settings, 4)
+    listener = listen([topic])
+    with run_service(settings) as service:
+        listener.wait_for(lambda ms: len(results_in(ms, 4)) >= 12)
+        outcome = service.components["mqtt"].outbox.republish(2, 9)
+        assert outcome.ok and outcome.details == {"from_seq": 2, "to_seq": 9, "queued_rows": 8}
+
+        def replayed(ms) -> list[int]:
+            return [r["seq"] for r in results_in(ms, 4) if r["replayed"]]
+
+        listener.wait_for(lambda ms: len(replayed(ms)) >= 8)
+        time.sleep(0.3)  # anything sent twice would arrive by now
+        assert replayed(listener.on(topic)) == list(range(2, 10))
+        assert service.components["mqtt"].outbox.republished == 8
