@@ -56,6 +56,8 @@ logger = logging.getLogger(__name__)
 _TS_NULL = '"ts_publish_ms":null'
 _NOT_REPLAYED = '"replayed":false'
 _MARK_BATCH = 256
+# Batched results stay under this (brokers' packet size limits start at 128 KiB or more).
+_BATCH_MAX_BYTES = 64 * 1024
 _MARK_MAX_WAIT_S = 0.2
 _STATS_PERIOD_S = 2.0
 
@@ -66,6 +68,33 @@ class _Sent:
     ts_ms: int
     replay: bool  # a republish request (the rows were delivered before): nothing to mark
     topic: str
+
+
+class _Batch:
+    """The results of one message being gathered: one line's, in `seq` order."""
+
+    __slots__ = ("items", "line", "size")
+
+    def __init__(self) -> None:
+        self.items: list[tuple[int, str, bool]] = []  # (seq, stored payload, replayed)
+        self.line = ""
+        self.size = 0
+
+    def takes(self, row: sqlite3.Row, per_message: int) -> bool:
+        """Can `row` join? Same line, at most `per_message` results and, beyond the first
+        result, `_BATCH_MAX_BYTES` of payload."""
+        if not self.items:
+            return True
+        return (
+            row["line"] == self.line
+            and len(self.items) < per_message
+            and self.size + len(row["payload"]) <= _BATCH_MAX_BYTES
+        )
+
+    def add(self, row: sqlite3.Row, replayed: bool) -> None:
+        self.items.append((row["seq"], row["payload"], replayed))
+        self.line = row["line"]
+        self.size += len(row["payload"])
 
 
 class OutboxPublisher:
@@ -338,24 +367,22 @@ class OutboxPublisher:
             "ORDER BY seq LIMIT ?",
             (self._cursor, room * self.per_message + skip),
         ).fetchall()
-        batch: list[tuple[int, str, bool]] = []
-        line = ""
+        batch = _Batch()
         for row in rows:
             seq = row["seq"]
             if seq in self._unmarked or seq in self._inflight_seqs:
                 self._cursor = seq + 1
                 continue  # acknowledged (its mark is on its way to the writer) or in flight
-            if batch and (row["line"] != line or len(batch) == self.per_message):
-                if not self._send(batch, line, replay=False):
+            if not batch.takes(row, self.per_message):
+                if not self._send(batch, replay=False):
                     return
-                batch, room = [], room - 1
+                batch, room = _Batch(), room - 1
                 if room <= 0:
                     break
-            line = row["line"]
-            batch.append((seq, row["payload"], seq <= self._sent_high or seq <= self.boot_seq))
+            batch.add(row, seq <= self._sent_high or seq <= self.boot_seq)
             self._cursor = seq + 1
-        if batch:
-            if not self._send(batch, line, replay=False):
+        if batch.items:
+            if not self._send(batch, replay=False):
                 return
             room -= 1
         if room > 0:
@@ -373,50 +400,49 @@ class OutboxPublisher:
             "ORDER BY seq LIMIT ?",
             (start, end, room * self.per_message),
         ).fetchall()
-        batch: list[tuple[int, str, bool]] = []
-        line = ""
+        batch = _Batch()
         for row in rows:
             seq = row["seq"]
             if seq in self._inflight_seqs or (row["published_ms"] is None and seq not in self._unmarked):
                 start = seq + 1
                 continue  # not delivered yet: the outbox path sends it
-            if batch and (row["line"] != line or len(batch) == self.per_message):
-                if not self._send_republished(batch, line, end):
+            if not batch.takes(row, self.per_message):
+                if not self._send_republished(batch, end):
                     return
-                batch, room = [], room - 1
+                batch, room = _Batch(), room - 1
                 if room <= 0:
                     break
-            line = row["line"]
-            batch.append((seq, row["payload"], True))
+            batch.add(row, True)
             start = seq + 1
-        if batch and not self._send_republished(batch, line, end):
+        if batch.items and not self._send_republished(batch, end):
             return
         self._replay = None if not rows or start > end else (start, end)
 
-    def _send_republished(self, batch: list[tuple[int, str, bool]], line: str, end: int) -> bool:
-        if not self._send(batch, line, replay=True):
-            self._replay = (batch[0][0], end)
+    def _send_republished(self, batch: _Batch, end: int) -> bool:
+        if not self._send(batch, replay=True):
+            self._replay = (batch.items[0][0], end)
             return False
-        self.republished += len(batch)
+        self.republished += len(batch.items)
         return True
 
-    def _send(self, batch: list[tuple[int, str, bool]], line: str, *, replay: bool) -> bool:
+    def _send(self, batch: _Batch, *, replay: bool) -> bool:
         """One message: a result (`result` topic) or, with results_per_message > 1, a batch."""
         ts = now_ms()
+        items = batch.items
         if self.per_message == 1:
-            seq, stored, replayed = batch[0]
-            topic, data = self.topics.result(line), publish_text(stored, ts, replayed)
+            _, stored, replayed = items[0]
+            topic, data = self.topics.result(batch.line), publish_text(stored, ts, replayed)
         else:
-            topic = self.topics.results(line)
-            data = batch_text([publish_text(stored, ts, replayed) for _, stored, replayed in batch])
+            topic = self.topics.results(batch.line)
+            data = batch_text([publish_text(stored, ts, replayed) for _, stored, replayed in items])
         ticket = self.link.publish(topic, data, qos=1, generation=self._generation)
         if ticket is None:
             return False  # connection gone; the "down" event follows
-        seqs = tuple(seq for seq, _, _ in batch)
+        seqs = tuple(seq for seq, _, _ in items)
         self._inflight[ticket.mid] = _Sent(seqs, ts, replay, topic)
         self._inflight_seqs.update(seqs)
         self.max_inflight_seen = max(self.max_inflight_seen, len(self._inflight))
-        self.replayed += sum(1 for _, _, replayed in batch if replayed)
+        self.replayed += sum(1 for _, _, replayed in items if replayed)
         self._sent_high = max(self._sent_high, seqs[-1])
         return True
 
