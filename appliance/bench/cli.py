@@ -155,9 +155,8 @@ def run_all(
         if infer.get("infer_wall_ms_escalated_p50")
         else None
     )
-    base_cpu_ms = peak["cpu_ms_per_part"]
     skipped_mqtt: dict[str, Any] = {"mqtt_note": "skipped (--no-mqtt)"}
-    delivered = delivery.mqtt_figures(ctx, pipeline_fps, base_cpu_ms) if mqtt else skipped_mqtt
+    delivered = delivery.mqtt_figures(ctx, pipeline_fps) if mqtt else skipped_mqtt
     latency_to = "mqtt receipt (subscriber in another process)"
     if "p99_ms_at_50" not in delivered:
         latency_to = "commit (no broker)"
@@ -174,7 +173,7 @@ def run_all(
             delivered[f"p50_ms_at_{share}"] = run["latency_ms_p50"]
             delivered[f"p99_ms_at_{share}"] = run["latency_ms_p99"]
     skipped_sync: dict[str, Any] = {"sync_note": "skipped (--no-sync)"}
-    synced = delivery.sync_figures(ctx, pipeline_fps, base_cpu_ms) if sync else skipped_sync
+    synced = delivery.sync_figures(ctx, pipeline_fps) if sync else skipped_sync
     progress("2x offered load")
     # Three windows, the median one reported like the maximum's: one window at 2x load on a
     # shared box spread 0.6-1.1 x the maximum across runs. Deadlines: the worst window.
@@ -362,7 +361,7 @@ def render_table(figures: dict[str, Any]) -> str:
             "MQTT: publishing cost",
             fmt(_pct(figures.get("publish_cost")), " %"),
             f"pipeline max {fmt(figures.get('pipeline_fps_mqtt'))} fps publishing (target <= 5 %), "
-            "broker and subscriber on the same cores, one message per result",
+            "one message per result; paired windows, broker on the same cores",
         ),
         (
             "MQTT: own CPU cost",
@@ -396,7 +395,7 @@ def render_table(figures: dict[str, Any]) -> str:
             "sync: cost at maximum",
             fmt(_pct(figures.get("sync_cost")), " %"),
             f"pipeline max {fmt(figures.get('pipeline_fps_sync'))} fps syncing (target <= 5 %), "
-            "S3 server on the same cores",
+            "paired windows, S3 server on the same cores",
         ),
         (
             "sync: own CPU cost",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -60,11 +61,49 @@ def own_cost(base_cpu_ms: float, with_cpu_ms: float) -> float:
     return 1.0 - base_cpu_ms / with_cpu_ms if with_cpu_ms > 0 else 0.0
 
 
-def mqtt_figures(ctx: BenchContext, pipeline_fps: float, base_cpu_ms: float) -> dict[str, Any]:
-    """Latency to MQTT receipt at 50/75 % load, the cost of publishing, and the outbox drain.
+def paired_costs(
+    ctx: BenchContext, label: str, modes: dict[str, Delivery], rounds: int = 3
+) -> dict[str, Any]:
+    """What delivering costs at the pipeline's maximum, per mode, from paired windows.
 
-    `base_cpu_ms`: the appliance's CPU-ms per part at maximum without a broker.
+    Each round runs a window without delivery and then one window per mode: the box's other
+    tenants move throughput by several per cent from one minute to the next, and a ratio of
+    neighbouring windows cancels most of that. Per mode: the median over rounds of the
+    throughput cost (1 - fps / paired fps) and of the own-CPU cost, the median window's fps, and
+    its CPU per part by thread.
     """
+    pairs: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {mode: [] for mode in modes}
+    for n in range(rounds):
+        ctx.progress(f"pipeline maximum, {label}: round {n + 1} of {rounds}")
+        base = _max_window(ctx, f"{label}-none{n}", Delivery())
+        for mode, delivery in modes.items():
+            pairs[mode].append((base, _max_window(ctx, f"{label}-{mode}{n}", delivery)))
+    out: dict[str, Any] = {}
+    for mode, runs in pairs.items():
+        costs = [1.0 - run["parts_per_s"] / base["parts_per_s"] for base, run in runs]
+        own = [own_cost(base["cpu_ms_per_part"], run["cpu_ms_per_part"]) for base, run in runs]
+        extra = [run["cpu_ms_per_part"] - base["cpu_ms_per_part"] for base, run in runs]
+        typical = median_run([run for _, run in runs])
+        out[mode] = {
+            "fps": typical["parts_per_s"],
+            "cost": statistics.median(costs),
+            "costs": [round(cost, 4) for cost in costs],
+            "own_cost": statistics.median(own),
+            "cpu_ms_per_part": statistics.median(extra),
+            "by_thread": typical["cpu_ms_per_part_by_thread"],
+            "components": typical["components"],
+        }
+    return out
+
+
+def _max_window(ctx: BenchContext, phase: str, delivery: Delivery) -> dict[str, Any]:
+    return pipeline_phase(
+        ctx, phase, streams=ctx.cores, fps=0, policy="block", seconds=ctx.seconds, delivery=delivery
+    )
+
+
+def mqtt_figures(ctx: BenchContext, pipeline_fps: float) -> dict[str, Any]:
+    """Latency to MQTT receipt at 50/75 % load, the cost of publishing, and the outbox drain."""
     if mosquitto_path() is None:
         return {"mqtt_note": "mosquitto not installed (Debian package mosquitto): MQTT figures skipped"}
     prefix = ctx.settings.mqtt.prefix
@@ -87,18 +126,23 @@ def mqtt_figures(ctx: BenchContext, pipeline_fps: float, base_cpu_ms: float) -> 
             figures[f"p50_ms_at_{share}"] = run["latency_ms_p50"]
             figures[f"p99_ms_at_{share}"] = run["latency_ms_p99"]
             figures[f"latency_samples_at_{share}"] = run["latency_samples"]
-        for per_message, suffix in ((1, ""), (BATCHED_RESULTS, "_batched")):
-            what = "one message per result" if per_message == 1 else f"up to {per_message} per message"
-            ctx.progress(f"pipeline maximum, publishing every result ({what})")
-            peak = median_run(
-                [_max_publishing(ctx, broker.port, f"mqtt-max{suffix}{n}", per_message) for n in range(3)]
-            )
-            figures[f"pipeline_fps_mqtt{suffix}"] = peak["parts_per_s"]
-            figures[f"publish_cost{suffix}"] = 1.0 - peak["parts_per_s"] / pipeline_fps
-            figures[f"publish_cpu_ms_per_part{suffix}"] = peak["cpu_ms_per_part"] - base_cpu_ms
-            figures[f"publish_cost_own_cpu{suffix}"] = own_cost(base_cpu_ms, peak["cpu_ms_per_part"])
-            figures[f"cpu_ms_per_part_by_thread_mqtt{suffix}"] = peak["cpu_ms_per_part_by_thread"]
-        outbox = (peak["components"].get("mqtt") or {}).get("outbox", {})
+        # The broker on the same cores, no subscriber: the OT side runs elsewhere.
+        costs = paired_costs(
+            ctx,
+            "publishing every result",
+            {
+                "": Delivery(mqtt_port=broker.port),
+                "_batched": Delivery(mqtt_port=broker.port, results_per_message=BATCHED_RESULTS),
+            },
+        )
+        for suffix, cost in costs.items():
+            figures[f"pipeline_fps_mqtt{suffix}"] = cost["fps"]
+            figures[f"publish_cost{suffix}"] = cost["cost"]
+            figures[f"publish_cost{suffix}_rounds"] = cost["costs"]
+            figures[f"publish_cpu_ms_per_part{suffix}"] = cost["cpu_ms_per_part"]
+            figures[f"publish_cost_own_cpu{suffix}"] = cost["own_cost"]
+            figures[f"cpu_ms_per_part_by_thread_mqtt{suffix}"] = cost["by_thread"]
+        outbox = (costs["_batched"]["components"].get("mqtt") or {}).get("outbox", {})
         figures["batched_results_per_message"] = BATCHED_RESULTS
         figures["batched_results_per_message_mean"] = (
             outbox["published"] / outbox["messages"] if outbox.get("messages") else None
@@ -135,20 +179,6 @@ def mqtt_figures(ctx: BenchContext, pipeline_fps: float, base_cpu_ms: float) -> 
     finally:
         broker.stop()
     return figures
-
-
-def _max_publishing(ctx: BenchContext, port: int, phase: str, per_message: int) -> dict[str, Any]:
-    """One window at the pipeline's maximum, publishing every result, a subscriber listening."""
-    with subscriber(port, ctx.settings.mqtt.prefix, ctx.workdir / f"receipts-{phase}.log"):
-        return pipeline_phase(
-            ctx,
-            phase,
-            streams=ctx.cores,
-            fps=0,
-            policy="block",
-            seconds=ctx.seconds,
-            delivery=Delivery(mqtt_port=port, results_per_message=per_message),
-        )
 
 
 class LateTarget:
@@ -208,7 +238,7 @@ class LateTarget:
             self._process = None
 
 
-def sync_figures(ctx: BenchContext, pipeline_fps: float, base_cpu_ms: float) -> dict[str, Any]:
+def sync_figures(ctx: BenchContext, pipeline_fps: float) -> dict[str, Any]:
     """Sync drain rate after an outage of the target, production going on; its cost at maximum."""
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     target = LateTarget(ctx.workdir)
@@ -248,20 +278,14 @@ def sync_figures(ctx: BenchContext, pipeline_fps: float, base_cpu_ms: float) -> 
         figures["sync_drain_vs_production"] = (
             drain["rows_per_s"] / run["parts_per_s"] if drain.get("rows_per_s") else None
         )
-        ctx.progress("pipeline maximum, syncing every result")
-        peak = pipeline_phase(
-            ctx,
-            "sync-max",
-            streams=ctx.cores,
-            fps=0,
-            policy="block",
-            seconds=ctx.seconds,
-            delivery=Delivery(sync=dict(base, drain_busy_fraction=0.25)),
-        )
-        figures["pipeline_fps_sync"] = peak["parts_per_s"]
-        figures["sync_cost"] = 1.0 - peak["parts_per_s"] / pipeline_fps
-        figures["sync_cpu_ms_per_part"] = peak["cpu_ms_per_part"] - base_cpu_ms
-        figures["sync_cost_own_cpu"] = own_cost(base_cpu_ms, peak["cpu_ms_per_part"])
+        cost = paired_costs(
+            ctx, "syncing every result", {"sync": Delivery(sync=dict(base, drain_busy_fraction=0.25))}
+        )["sync"]
+        figures["pipeline_fps_sync"] = cost["fps"]
+        figures["sync_cost"] = cost["cost"]
+        figures["sync_cost_rounds"] = cost["costs"]
+        figures["sync_cpu_ms_per_part"] = cost["cpu_ms_per_part"]
+        figures["sync_cost_own_cpu"] = cost["own_cost"]
     finally:
         target.stop()
         for key, value in saved.items():
