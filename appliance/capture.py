@@ -3,8 +3,10 @@
 Drop policies (per camera, named in the config):
 
 - ``latest`` (default): at most one decoded frame waits for inference. While it waits, newer
-  grabs are skipped *before* decoding and counted as dropped; the slot is refilled by the first
-  grab after inference takes the frame, so a frame never waits longer than one service time.
+  grabs are skipped *before* decoding; the newest of them is held undecoded, and when inference
+  takes the waiting frame it is decoded at once (a paced source does not wait for its next
+  grab: inference would idle up to a frame period for it). Every other skipped grab is counted
+  as dropped. A frame never waits longer than one service time plus one frame period.
 - ``queue``: like ``latest`` with up to ``queue_depth`` frames waiting (for short bursts).
 - ``block``: the source waits until inference is ready; nothing is dropped. For replays, and
   implied for paced sources with fps 0 (as fast as inference can take them).
@@ -177,52 +179,75 @@ class Camera:
         source = self.source
         period = 1.0 / source.fps if (not source.live and source.fps > 0) else 0.0
         next_due = time.monotonic()
-        while not self._stop.is_set():
-            self.heartbeat = time.monotonic()
-            if period:
-                delay = next_due - time.monotonic()
-                if delay > 0 and self._stop.wait(delay):
-                    return
-                # Fall behind by more than a frame and the schedule restarts: no bursts.
-                next_due = max(next_due + period, time.monotonic() - period)
-            if self.paused and not source.live:
-                # A replay holds its place while the line is stopped (and burns no CPU).
-                self._stop.wait(0.05)
-                continue
-            source.grab()
-            ts_ms, t_mono = now_ms(), time.monotonic()
-            self._index += 1
-            self.grabbed.add()
-            if self.paused:  # a live camera keeps its stream fresh; the frame is not inspected
-                self.skipped_paused += 1
-                continue
-            if not self._reserve_slot():
-                continue
-            try:
-                image = source.retrieve()
-            except CorruptFrame as exc:
-                self._release_slot()
-                self.corrupt += 1
-                logger.warning("corrupt frame skipped: %s", exc, extra=self._log)
-                continue
-            except BaseException:
-                self._release_slot()  # whatever went wrong, the slot must not stay taken
-                raise
-            frame = Frame(
-                line=self.line_id,
-                camera=self.id,
-                part_id=f"{self.id}-{ts_ms}-{self._run_token}{self._index}",
-                index=self._index,
-                ts_capture_ms=ts_ms,
-                t_capture=t_mono,
-                image=image,
-                truth=source.truth,
-            )
-            self.delivered.add()
-            self.ready.put((self, frame))
+        # The last grab, skipped because the slot was full, not decoded: (ts_ms, t_mono, index).
+        held: tuple[int, float, int] | None = None
+        try:
+            while not self._stop.is_set():
+                self.heartbeat = time.monotonic()
+                if held is not None and self._free_slot(next_due - time.monotonic() if period else 0.0):
+                    self._deliver(*held)  # inference freed the slot before the next grab
+                    held = None
+                    continue
+                if period:
+                    delay = next_due - time.monotonic()
+                    if delay > 0 and self._stop.wait(delay):
+                        return
+                    # Fall behind by more than a frame and the schedule restarts: no bursts.
+                    next_due = max(next_due + period, time.monotonic() - period)
+                if self.paused and not source.live:
+                    # A replay holds its place while the line is stopped (and burns no CPU).
+                    self._drop(held)
+                    held = None
+                    self._stop.wait(0.05)
+                    continue
+                source.grab()
+                self._index += 1
+                grab = (now_ms(), time.monotonic(), self._index)
+                self.grabbed.add()
+                self._drop(held)  # superseded by this grab, never decoded
+                held = None
+                if self.paused:  # a live camera keeps its stream fresh; the frame is not inspected
+                    self.skipped_paused += 1
+                    continue
+                if not self._reserve_slot():
+                    held = grab
+                    continue
+                self._deliver(*grab)
+        finally:
+            self._drop(held)
+
+    def _drop(self, held: tuple[int, float, int] | None) -> None:
+        """Count a held grab that will never be decoded as dropped."""
+        if held is not None:
+            self.dropped += 1
+
+    def _deliver(self, ts_ms: int, t_mono: float, index: int) -> None:
+        """Decode the last grab into the reserved slot and hand it to inference."""
+        try:
+            image = self.source.retrieve()
+        except CorruptFrame as exc:
+            self._release_slot()
+            self.corrupt += 1
+            logger.warning("corrupt frame skipped: %s", exc, extra=self._log)
+            return
+        except BaseException:
+            self._release_slot()  # whatever went wrong, the slot must not stay taken
+            raise
+        frame = Frame(
+            line=self.line_id,
+            camera=self.id,
+            part_id=f"{self.id}-{ts_ms}-{self._run_token}{index}",
+            index=index,
+            ts_capture_ms=ts_ms,
+            t_capture=t_mono,
+            image=image,
+            truth=self.source.truth,
+        )
+        self.delivered.add()
+        self.ready.put((self, frame))
 
     def _reserve_slot(self) -> bool:
-        """Take a slot for the next frame, or count it as dropped (or wait, when blocking)."""
+        """Take a slot for the next frame; False when full (after waiting, when blocking)."""
         with self._slot:
             if self.blocking:
                 while self._pending >= self.depth:
@@ -231,8 +256,19 @@ class Camera:
                     self._slot.wait(0.2)
                     self.heartbeat = time.monotonic()
             elif self._pending >= self.depth:
-                self.dropped += 1
                 return False
+            self._pending += 1
+            return True
+
+    def _free_slot(self, timeout: float) -> bool:
+        """Take a slot as soon as one frees, waiting at most `timeout` (until the next grab)."""
+        deadline = time.monotonic() + timeout
+        with self._slot:
+            while self._pending >= self.depth:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stop.is_set():
+                    return False
+                self._slot.wait(remaining)
             self._pending += 1
             return True
 

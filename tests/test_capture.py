@@ -62,6 +62,30 @@ def test_latest_policy_skips_frames_before_decoding_while_inference_is_busy() ->
     assert len({f.part_id for f in frames}) == len(frames)
 
 
+def test_latest_policy_decodes_the_held_grab_as_soon_as_inference_frees_the_slot() -> None:
+    """A paced camera (5 fps): grabs at 0, 200, 400 ms. Inference holds frame 1 for 300 ms; the
+    grab at 200 ms is held undecoded and handed over when the slot frees (~300 ms), not
+    replaced by the grab at 400 ms: inference gets frame 2 without waiting for the camera."""
+    source = FakeSource(fps=5)
+    camera, ready, _ = make_camera(source)
+    camera.start()
+    try:
+        cam, first = ready.get(timeout=10)
+        time.sleep(0.3)
+        freed = time.monotonic()
+        cam.taken()
+        cam, second = ready.get(timeout=10)
+        waited = time.monotonic() - freed
+        cam.taken()
+    finally:
+        camera.stop()
+        camera.join()
+    assert (first.index, second.index) == (1, 2)
+    assert waited < 0.09, f"inference waited {waited * 1000:.0f} ms for a frame grabbed before"
+    assert second.t_capture < freed, "the frame keeps its grab time: its latency is honest"
+    assert camera.dropped == 0 and source.decodes == camera.delivered.count
+
+
 def test_block_policy_drops_nothing() -> None:
     source = FakeSource(frames=40)
     camera, ready, _ = make_camera(source, policy="block", depth=2)
