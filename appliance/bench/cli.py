@@ -264,7 +264,9 @@ def _ratio(value: float | None, base: float | None) -> float | None:
 def capacity(figures: dict[str, Any], cameras: int, fps: float) -> dict[str, Any]:
     """Can this box take `cameras` x `fps` with this ladder, with what headroom and p99?"""
     need = cameras * fps
-    have = figures["pipeline_fps"]
+    # A box in a plant publishes every result: size it on the maximum measured doing so.
+    publishing = figures.get("pipeline_fps_mqtt")
+    have = publishing or figures["pipeline_fps"]
     load = need / have if have else float("inf")
     # Waiting time grows like 1 / (1 - load); scale the p99 measured at 75 % load by it.
     p99_75 = figures["p99_ms_at_75"] or figures["service_ms"]
@@ -279,6 +281,10 @@ def capacity(figures: dict[str, Any], cameras: int, fps: float) -> dict[str, Any
         "load": load,
         "headroom": 1 - load,
         "expected_p99_ms": expected,
+        "max_fps": have,
+        "basis": "pipeline maximum publishing every result to MQTT (one message per result)"
+        if publishing
+        else "pipeline maximum (no broker measured)",
         "rule": "fits when the load stays at or below 85 % of the measured pipeline maximum",
     }
 
@@ -415,7 +421,8 @@ def render_table(figures: dict[str, Any]) -> str:
             (
                 f"{cap['cameras']} cameras x {cap['fps_each']} fps",
                 verdict,
-                f"load {fmt(100 * cap['load'])}%, expected p99 {fmt(cap['expected_p99_ms'])} ms",
+                f"load {fmt(100 * cap['load'])}% of {fmt(cap['max_fps'])} fps ({cap['basis']}), "
+                f"expected p99 {fmt(cap['expected_p99_ms'])} ms",
             )
         )
     width = max(len(r[0]) for r in rows)

@@ -80,4 +80,6 @@ source = {{ kind = "simulator", width = 64, height = 64 }}
         assert figures["drain_rows_per_s"] and figures["drain_rows_per_s"] > 0
         assert figures["pipeline_fps_mqtt"] > 0 and figures["pipeline_fps_mqtt_batched"] > 0
         assert figures["batched_results_per_message_mean"] >= 1  # results really went out in batches
+        # sized on the maximum publishing every result, as the box runs in a plant
+        assert figures["capacity"]["max_fps"] == figures["pipeline_fps_mqtt"]
     assert figures["sync_drain_rows_per_s"] and figures["sync_drain_rows_per_s"] > 0
