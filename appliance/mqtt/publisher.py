@@ -2,11 +2,14 @@
 
 One thread owns all the bookkeeping (paho's callbacks only enqueue):
 
-- **window**: at most `min(mqtt.inflight, broker Receive Maximum)` results are unacknowledged;
+- **messages**: one result each on `line/{line}/result`, or, with `mqtt.results_per_message`
+  above 1, a batch of one line's waiting results on `line/{line}/results` (what is there when
+  the window has room: a batch is never waited for);
+- **window**: at most `min(mqtt.inflight, broker Receive Maximum)` messages are unacknowledged;
 - **cursor**: the next `seq` to read; rows are read with `published_ms IS NULL`, in `seq` order;
-- **in flight**: message id -> row, per connection; a PUBACK moves the row to **unmarked**, and
-  batches of unmarked rows get `published_ms` through the store writer (a row is delivered
-  only once the broker acknowledged it);
+- **in flight**: message id -> its rows, per connection; a PUBACK moves the rows to
+  **unmarked**, and batches of unmarked rows get `published_ms` through the store writer (a
+  row is delivered only once the broker acknowledged the message that carried it);
 - **reconnect**: the in-flight map of the old connection is dropped and the cursor goes back
   to the lowest undelivered `seq`, so every unacknowledged row is sent again, once, with
   `replayed: true`. A row is in memory at most once (in flight, unmarked, or not at all).
