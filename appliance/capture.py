@@ -7,7 +7,8 @@ Drop policies (per camera, named in the config):
   takes the waiting frame it is decoded at once (a paced source does not wait for its next
   grab: inference would idle up to a frame period for it). Every other skipped grab is counted
   as dropped. A frame never waits longer than one service time plus one frame period.
-- ``queue``: like ``latest`` with up to ``queue_depth`` frames waiting (for short bursts).
+- ``queue``: like ``latest`` with up to ``queue_depth`` frames waiting (for short bursts); the
+  newest skipped grab is held the same way.
 - ``block``: the source waits until inference is ready; nothing is dropped. For replays, and
   implied for paced sources with fps 0 (as fast as inference can take them).
 
@@ -184,7 +185,8 @@ class Camera:
         try:
             while not self._stop.is_set():
                 self.heartbeat = time.monotonic()
-                if held is not None and self._free_slot(next_due - time.monotonic() if period else 0.0):
+                wait = next_due - time.monotonic() if period else 0.0
+                if held is not None and not self.paused and self._free_slot(wait):
                     self._deliver(*held)  # inference freed the slot before the next grab
                     held = None
                     continue
@@ -210,7 +212,8 @@ class Camera:
                     self.skipped_paused += 1
                     continue
                 if not self._reserve_slot():
-                    held = grab
+                    if not self.blocking:  # (a blocking camera is refused a slot only at stop)
+                        held = grab
                     continue
                 self._deliver(*grab)
         finally:

@@ -264,15 +264,22 @@ def _ratio(value: float | None, base: float | None) -> float | None:
 def capacity(figures: dict[str, Any], cameras: int, fps: float) -> dict[str, Any]:
     """Can this box take `cameras` x `fps` with this ladder, with what headroom and p99?"""
     need = cameras * fps
-    # A box in a plant publishes every result: size it on the maximum measured doing so.
-    publishing = figures.get("pipeline_fps_mqtt")
-    have = publishing or figures["pipeline_fps"]
+    top = figures["pipeline_fps"]
+    # A box in a plant publishes every result: size it on the maximum doing so (the paired
+    # windows' cost applied to the median maximum, so both come from the same windows).
+    cost = figures.get("publish_cost")
+    have = top * (1 - cost) if cost is not None else top
     load = need / have if have else float("inf")
-    # Waiting time grows like 1 / (1 - load); scale the p99 measured at 75 % load by it.
+    # p99 was measured at 50 % and 75 % of `top`; waiting time grows like 1 / (1 - load).
+    at75 = min(0.95, 0.75 * top / have) if have else 0.75
+    at50 = 0.5 * top / have if have else 0.5
     p99_75 = figures["p99_ms_at_75"] or figures["service_ms"]
-    expected = (
-        None if load >= 1 else p99_75 * (1 - 0.75) / (1 - load) if load > 0.75 else figures["p99_ms_at_50"]
-    )
+    if load >= 1:
+        expected = None
+    elif load > at75:
+        expected = p99_75 * (1 - at75) / (1 - load)
+    else:
+        expected = p99_75 if load > at50 else figures["p99_ms_at_50"]
     return {
         "cameras": cameras,
         "fps_each": fps,
@@ -283,7 +290,7 @@ def capacity(figures: dict[str, Any], cameras: int, fps: float) -> dict[str, Any
         "expected_p99_ms": expected,
         "max_fps": have,
         "basis": "pipeline maximum publishing every result to MQTT (one message per result)"
-        if publishing
+        if cost is not None
         else "pipeline maximum (no broker measured)",
         "rule": "fits when the load stays at or below 85 % of the measured pipeline maximum",
     }

@@ -61,6 +61,9 @@ _NOT_REPLAYED = '"replayed":false'
 _MARK_BATCH = 256
 # Batched results stay under this (brokers' packet size limits start at 128 KiB or more).
 _BATCH_MAX_BYTES = 64 * 1024
+_ENVELOPE_BYTES = 64  # the batch's schema key and brackets
+_SPLICE_BYTES = 32  # a result's published text over its stored one: ts_publish_ms, replayed, comma
+_MAX_READ = 2048  # rows read per pass beyond those skipped (batched: the window x N can be large)
 _MARK_MAX_WAIT_S = 0.2
 _STATS_PERIOD_S = 2.0
 
@@ -85,19 +88,49 @@ class _Batch:
 
     def takes(self, row: sqlite3.Row, per_message: int) -> bool:
         """Can `row` join? Same line, at most `per_message` results and, beyond the first
-        result, `_BATCH_MAX_BYTES` of payload."""
+        result, `_BATCH_MAX_BYTES` of message."""
         if not self.items:
             return True
         return (
             row["line"] == self.line
             and len(self.items) < per_message
-            and self.size + len(row["payload"]) <= _BATCH_MAX_BYTES
+            and self.size + len(row["payload"]) + _SPLICE_BYTES <= _BATCH_MAX_BYTES
         )
 
     def add(self, row: sqlite3.Row, replayed: bool) -> None:
         self.items.append((row["seq"], row["payload"], replayed))
         self.line = row["line"]
-        self.size += len(row["payload"])
+        self.size += len(row["payload"]) + _SPLICE_BYTES + (0 if len(self.items) > 1 else _ENVELOPE_BYTES)
+
+
+class _Gather:
+    """The messages of one pass: an open batch per line while rows come in `seq` order (the
+    lines of a node interleave), at most `room` messages in all."""
+
+    def __init__(self, room: int, per_message: int) -> None:
+        self.room = room
+        self.per_message = per_message
+        self.open: dict[str, _Batch] = {}
+        self.closed: list[_Batch] = []
+
+    def take(self, row: sqlite3.Row, replayed: bool) -> bool:
+        """Put `row` in its line's batch; False (row not taken) when that needs a message
+        beyond the window."""
+        batch = self.open.get(row["line"])
+        if batch is not None and batch.takes(row, self.per_message):
+            batch.add(row, replayed)
+            return True
+        if len(self.closed) + len(self.open) >= self.room:
+            return False
+        if batch is not None:
+            self.closed.append(batch)
+        batch = self.open[row["line"]] = _Batch()
+        batch.add(row, replayed)
+        return True
+
+    def batches(self) -> list[_Batch]:
+        """Every message, by first `seq` (a line's own batches stay in order)."""
+        return sorted([*self.closed, *self.open.values()], key=lambda batch: batch.items[0][0])
 
 
 class OutboxPublisher:
@@ -368,23 +401,18 @@ class OutboxPublisher:
         rows = self._conn.execute(
             "SELECT seq, line, payload FROM results WHERE seq >= ? AND published_ms IS NULL "
             "ORDER BY seq LIMIT ?",
-            (self._cursor, room * self.per_message + skip),
+            (self._cursor, min(room * self.per_message, _MAX_READ) + skip),
         ).fetchall()
-        batch = _Batch()
+        gather = _Gather(room, self.per_message)
         for row in rows:
             seq = row["seq"]
             if seq in self._unmarked or seq in self._inflight_seqs:
                 self._cursor = seq + 1
                 continue  # acknowledged (its mark is on its way to the writer) or in flight
-            if not batch.takes(row, self.per_message):
-                if not self._send(batch, replay=False):
-                    return
-                batch, room = _Batch(), room - 1
-                if room <= 0:
-                    break
-            batch.add(row, seq <= self._sent_high or seq <= self.boot_seq)
+            if not gather.take(row, seq <= self._sent_high or seq <= self.boot_seq):
+                break  # the window is full: this row is read again next time
             self._cursor = seq + 1
-        if batch.items:
+        for batch in gather.batches():
             if not self._send(batch, replay=False):
                 return
             room -= 1
@@ -401,32 +429,23 @@ class OutboxPublisher:
         rows = self._conn.execute(
             "SELECT seq, line, payload, published_ms FROM results WHERE seq BETWEEN ? AND ? "
             "ORDER BY seq LIMIT ?",
-            (start, end, room * self.per_message),
+            (start, end, min(room * self.per_message, _MAX_READ)),
         ).fetchall()
-        batch = _Batch()
+        gather = _Gather(room, self.per_message)
         for row in rows:
             seq = row["seq"]
             if seq in self._inflight_seqs or (row["published_ms"] is None and seq not in self._unmarked):
                 start = seq + 1
                 continue  # not delivered yet: the outbox path sends it
-            if not batch.takes(row, self.per_message):
-                if not self._send_republished(batch, end):
-                    return
-                batch, room = _Batch(), room - 1
-                if room <= 0:
-                    break
-            batch.add(row, True)
+            if not gather.take(row, True):
+                break
             start = seq + 1
-        if batch.items and not self._send_republished(batch, end):
-            return
+        for batch in gather.batches():
+            if not self._send(batch, replay=True):
+                self._replay = (batch.items[0][0], end)
+                return
+            self.republished += len(batch.items)
         self._replay = None if not rows or start > end else (start, end)
-
-    def _send_republished(self, batch: _Batch, end: int) -> bool:
-        if not self._send(batch, replay=True):
-            self._replay = (batch.items[0][0], end)
-            return False
-        self.republished += len(batch.items)
-        return True
 
     def _send(self, batch: _Batch, *, replay: bool) -> bool:
         """One message: a result (`result` topic) or, with results_per_message > 1, a batch."""

@@ -214,3 +214,38 @@ def test_batched_republish_sends_each_row_once_marked_replayed(mqtt_settings, li
         time.sleep(0.3)  # anything sent twice would arrive by now
         assert replayed(listener.on(topic)) == list(range(2, 10))
         assert service.components["mqtt"].outbox.republished == 8
+
+
+def test_two_lines_are_batched_apart_and_every_seq_arrives_once(mqtt_settings, broker, listen, run_service):
+    """Two lines' results interleave in the outbox; a backlog (broker out of reach) drains in
+    full batches per line, each on its own line's topic, every seq once and in order per line."""
+    gate = Gate(broker.host, broker.port)
+    settings = mqtt_settings(port=gate.port, results_per_message=8)
+    line2 = settings.lines[0].model_copy(deep=True)
+    line2.id = "line2"
+    line2.cameras[0].id = "cam2"
+    settings.lines.append(line2)
+    topics = [f"vision/{settings.node_id}/line/{line}/results" for line in ("line1", "line2")]
+    listener = listen(topics)
+    gate.close()
+    try:
+        with run_service(settings) as service:
+            wait_until = time.monotonic() + 15
+            while service.writer.last_seq < 60:  # both lines produce into the outbox
+                assert time.monotonic() < wait_until, "the lines did not produce"
+                time.sleep(0.05)
+            gate.open()
+            listener.wait_for(lambda ms: len(results_in(ms, 8)) >= 60, timeout=30)
+        last = service.writer.last_seq
+        listener.wait_for(lambda ms: len(results_in(ms, 8)) >= last)
+    finally:
+        gate.stop()
+    for topic, line in zip(topics, ("line1", "line2"), strict=True):
+        messages = listener.on(topic)
+        results = results_in(messages, 8)
+        assert {r["line"] for r in results} == {line}, "a line's results on its own topic only"
+        assert [r["seq"] for r in results] == sorted(r["seq"] for r in results)
+        sizes = [len(json.loads(m.payload)["results"]) for m in messages]
+        assert max(sizes) == 8, "the backlog went in full batches"
+    seqs = sorted(r["seq"] for r in results_in(listener.messages, 8))
+    assert seqs == list(range(1, last + 1)), "every seq once"
