@@ -334,7 +334,13 @@ class OutboxPublisher:
                 self._drain = None  # interrupted: the next connection measures afresh
                 self._inflight.clear()
                 self._inflight_seqs.clear()
-                self._replay = None
+                self._suspend_republish()
+
+    def _suspend_republish(self) -> None:
+        """A republish cut by a lost connection resumes where it was on the next one."""
+        if self._replay is not None:
+            self._republish.appendleft(self._replay)
+            self._replay = None
 
     def _up(self, generation: int, receive_maximum: int) -> None:
         self._generation = generation
@@ -342,7 +348,7 @@ class OutboxPublisher:
         self._window = max(1, min(self.max_inflight, receive_maximum - min(4, receive_maximum // 4)))
         self._inflight.clear()
         self._inflight_seqs.clear()
-        self._replay = None
+        self._suspend_republish()
         self._cursor = self._lowest_unpublished()
         self._stats()
         if self.backlog > self._window:

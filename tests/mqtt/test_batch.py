@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import deque
 
 from appliance.mqtt.publisher import _BATCH_MAX_BYTES, _Batch, _Gather, batch_text, publish_text
 
@@ -67,3 +68,16 @@ def _fresh_with(first: dict) -> _Batch:
     batch = _Batch()
     batch.add(first, False)
     return batch
+
+
+def test_a_republish_cut_by_a_lost_connection_resumes_on_the_next():
+    """The part of a republish request not yet sent when the link drops is sent after it."""
+    from appliance.mqtt.publisher import OutboxPublisher
+
+    outbox = OutboxPublisher.__new__(OutboxPublisher)
+    outbox._events, outbox._republish = deque(), deque([(50, 60)])
+    outbox._generation, outbox._replay = 3, (17, 40)
+    outbox._inflight, outbox._inflight_seqs, outbox._drain = {}, set(), None
+    outbox._events.append(("down", 3))
+    outbox._handle_events()
+    assert outbox._replay is None and list(outbox._republish) == [(17, 40), (50, 60)]
