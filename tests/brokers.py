@@ -154,7 +154,7 @@ def make_certs(directory: Path) -> Certs:
 class Broker:
     """One mosquitto process with its config, restartable on the same ports."""
 
-    def __init__(self, directory: Path, *, certs: Certs | None = None) -> None:
+    def __init__(self, directory: Path, *, certs: Certs | None = None, extra_config: str = "") -> None:
         binary = mosquitto_binary()
         if binary is None:
             raise FileNotFoundError(MOSQUITTO_MISSING)
@@ -167,6 +167,7 @@ class Broker:
         self.tls_port = 0
         self.mtls_port = 0
         self.log = self.dir / "mosquitto.log"
+        self.extra_config = extra_config  # more mosquitto.conf lines (general options)
         self._proc: subprocess.Popen[bytes] | None = None
         self._write_auth()
 
@@ -203,6 +204,7 @@ class Broker:
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
             "connection_messages true\n"
             "max_queued_messages 100000\n"
+            f"{self.extra_config}"
             f"listener {self.port} {self.host}\n"
             f"listener {self.tls_port} {self.host}\n"
             f"cafile {c.ca}\ncertfile {c.server_cert}\nkeyfile {c.server_key}\n"

@@ -83,6 +83,7 @@ class Session:
         self.closed = False
         self.refused: ReasonCode | None = None
         self.receive_maximum = 65535
+        self.maximum_packet_size: int | None = None  # MQTT 5 CONNACK: the broker's limit, if any
         self.started = time.monotonic()
         self.lock = threading.Lock()
 
@@ -465,6 +466,8 @@ class MqttLink:
             return
         maximum = getattr(props, "ReceiveMaximum", None) if props is not None else None
         session.receive_maximum = int(maximum) if maximum else 65535
+        packet = getattr(props, "MaximumPacketSize", None) if props is not None else None
+        session.maximum_packet_size = int(packet) if packet else None
         if session.receive_maximum != self._receive_hint:
             # paho cannot change its window on a live connection; the next client gets it.
             self._receive_hint = session.receive_maximum

@@ -104,7 +104,7 @@ class MqttComponent:
         session.client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
         session.subscribe(self.topics.command_filters(), qos=1)
         if self.outbox is not None:
-            self.outbox.link_up(session.generation, session.receive_maximum)
+            self.outbox.link_up(session.generation, session.receive_maximum, session.maximum_packet_size)
         self.state.poke()
 
     def on_disconnected(self, generation: int) -> None:

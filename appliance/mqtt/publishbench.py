@@ -45,7 +45,7 @@ class _Handler:
 
     def on_connected(self, session: Session) -> None:
         assert self.outbox is not None
-        self.outbox.link_up(session.generation, session.receive_maximum)
+        self.outbox.link_up(session.generation, session.receive_maximum, session.maximum_packet_size)
 
     def on_disconnected(self, generation: int) -> None:
         assert self.outbox is not None

@@ -59,8 +59,9 @@ logger = logging.getLogger(__name__)
 _TS_NULL = '"ts_publish_ms":null'
 _NOT_REPLAYED = '"replayed":false'
 _MARK_BATCH = 256
-# Batched results stay under this (brokers' packet size limits start at 128 KiB or more).
+# Batched results stay under this, and under the broker's Maximum Packet Size when it sets one.
 _BATCH_MAX_BYTES = 64 * 1024
+_PACKET_HEADROOM = 512  # fixed header, topic, properties
 _ENVELOPE_BYTES = 64  # the batch's schema key and brackets
 _SPLICE_BYTES = 32  # a result's published text over its stored one: ts_publish_ms, replayed, comma
 _MAX_READ = 2048  # rows read per pass beyond those skipped (batched: the window x N can be large)
@@ -86,15 +87,15 @@ class _Batch:
         self.line = ""
         self.size = 0
 
-    def takes(self, row: sqlite3.Row, per_message: int) -> bool:
+    def takes(self, row: sqlite3.Row, per_message: int, max_bytes: int = _BATCH_MAX_BYTES) -> bool:
         """Can `row` join? Same line, at most `per_message` results and, beyond the first
-        result, `_BATCH_MAX_BYTES` of message."""
+        result, `max_bytes` of message."""
         if not self.items:
             return True
         return (
             row["line"] == self.line
             and len(self.items) < per_message
-            and self.size + len(row["payload"]) + _SPLICE_BYTES <= _BATCH_MAX_BYTES
+            and self.size + len(row["payload"]) + _SPLICE_BYTES <= max_bytes
         )
 
     def add(self, row: sqlite3.Row, replayed: bool) -> None:
@@ -107,9 +108,10 @@ class _Gather:
     """The messages of one pass: an open batch per line while rows come in `seq` order (the
     lines of a node interleave), at most `room` messages in all."""
 
-    def __init__(self, room: int, per_message: int) -> None:
+    def __init__(self, room: int, per_message: int, max_bytes: int = _BATCH_MAX_BYTES) -> None:
         self.room = room
         self.per_message = per_message
+        self.max_bytes = max_bytes
         self.open: dict[str, _Batch] = {}
         self.closed: list[_Batch] = []
 
@@ -117,7 +119,7 @@ class _Gather:
         """Put `row` in its line's batch; False (row not taken) when that needs a message
         beyond the window."""
         batch = self.open.get(row["line"])
-        if batch is not None and batch.takes(row, self.per_message):
+        if batch is not None and batch.takes(row, self.per_message, self.max_bytes):
             batch.add(row, replayed)
             return True
         if len(self.closed) + len(self.open) >= self.room:
@@ -158,11 +160,13 @@ class OutboxPublisher:
         self.boot_seq = boot_seq
         self.max_republish = max_republish
         self.per_message = results_per_message
+        self.batch_max_bytes = _BATCH_MAX_BYTES
         self._on_rejected = on_rejected or (lambda _reason: None)
         self._on_accepted_again = on_accepted_again or (lambda: None)
         self._refused: set[int] = set()  # seqs the broker refused, until one gets through again
         self._wake = writer.subscribe()
-        self._events: deque[tuple[Any, ...]] = deque()  # ("up", gen, window) | ("down", gen) | ("ack", ...)
+        # ("up", gen, window, max packet) | ("down", gen) | ("ack", ...)
+        self._events: deque[tuple[Any, ...]] = deque()
         self._republish: deque[tuple[int, int]] = deque()
         self._stop = threading.Event()
         self._quiet = False
@@ -236,9 +240,9 @@ class OutboxPublisher:
         self._quiet = True
         self._wake.set()
 
-    def link_up(self, generation: int, receive_maximum: int) -> None:
+    def link_up(self, generation: int, receive_maximum: int, maximum_packet_size: int | None = None) -> None:
         """A connection is up (paho thread)."""
-        self._events.append(("up", generation, receive_maximum))
+        self._events.append(("up", generation, receive_maximum, maximum_packet_size))
         self._wake.set()
 
     def link_down(self, generation: int) -> None:
@@ -328,7 +332,7 @@ class OutboxPublisher:
             if event[0] == "ack":
                 self._ack(event[1], event[2], event[3])
             elif event[0] == "up":
-                self._up(event[1], event[2])
+                self._up(event[1], event[2], event[3])
             elif event[0] == "down" and event[1] == self._generation:
                 self._generation = None
                 self._drain = None  # interrupted: the next connection measures afresh
@@ -342,8 +346,13 @@ class OutboxPublisher:
             self._republish.appendleft(self._replay)
             self._replay = None
 
-    def _up(self, generation: int, receive_maximum: int) -> None:
+    def _up(self, generation: int, receive_maximum: int, maximum_packet_size: int | None) -> None:
         self._generation = generation
+        self.batch_max_bytes = (
+            _BATCH_MAX_BYTES
+            if maximum_packet_size is None
+            else max(1024, min(_BATCH_MAX_BYTES, maximum_packet_size - _PACKET_HEADROOM))
+        )
         # Leave a little of the broker's Receive Maximum to acks, events and health.
         self._window = max(1, min(self.max_inflight, receive_maximum - min(4, receive_maximum // 4)))
         self._inflight.clear()
@@ -409,7 +418,7 @@ class OutboxPublisher:
             "ORDER BY seq LIMIT ?",
             (self._cursor, min(room * self.per_message, _MAX_READ) + skip),
         ).fetchall()
-        gather = _Gather(room, self.per_message)
+        gather = _Gather(room, self.per_message, self.batch_max_bytes)
         for row in rows:
             seq = row["seq"]
             if seq in self._unmarked or seq in self._inflight_seqs:
@@ -437,7 +446,7 @@ class OutboxPublisher:
             "ORDER BY seq LIMIT ?",
             (start, end, min(room * self.per_message, _MAX_READ)),
         ).fetchall()
-        gather = _Gather(room, self.per_message)
+        gather = _Gather(room, self.per_message, self.batch_max_bytes)
         for row in rows:
             seq = row["seq"]
             if seq in self._inflight_seqs or (row["published_ms"] is None and seq not in self._unmarked):

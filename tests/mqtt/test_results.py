@@ -8,7 +8,7 @@ import time
 import pytest
 
 from appliance.store.db import connect
-from tests.brokers import Gate
+from tests.brokers import MOSQUITTO_MISSING, Broker, Gate, mosquitto_binary
 
 RESULT_KEYS = {
     "schema",
@@ -249,3 +249,30 @@ def test_two_lines_are_batched_apart_and_every_seq_arrives_once(mqtt_settings, b
         assert max(sizes) == 8, "the backlog went in full batches"
     seqs = sorted(r["seq"] for r in results_in(listener.messages, 8))
     assert seqs == list(range(1, last + 1)), "every seq once"
+
+
+def test_batches_stay_under_the_brokers_maximum_packet_size(mqtt_settings, tmp_path, listen, run_service):
+    """A broker that announces a 4 KiB Maximum Packet Size (MQTT 5 CONNACK) gets batches under
+    it: a 64 KiB batch would be refused and resent after every reconnect, delivering nothing."""
+    if mosquitto_binary() is None:
+        pytest.skip(MOSQUITTO_MISSING)
+    small = Broker(tmp_path / "small-broker", extra_config="max_packet_size 4096\n")
+    small.start()
+    gate = Gate(small.host, small.port)
+    try:
+        settings = mqtt_settings(to=small, port=gate.port, results_per_message=50)
+        topic = result_topic(settings, 50)
+        listener = listen([topic], to=small)
+        gate.close()
+        with run_service(settings) as service:
+            wait_until = time.monotonic() + 15
+            while service.writer.last_seq < 40:  # a backlog: batches would be full
+                assert time.monotonic() < wait_until, "the line did not produce"
+                time.sleep(0.05)
+            gate.open()
+            listener.wait_for(lambda ms: len(results_in(ms, 50)) >= 40, timeout=20)
+        assert max(len(m.payload) for m in listener.on(topic)) <= 4096
+        assert max(len(json.loads(m.payload)["results"]) for m in listener.on(topic)) > 1
+    finally:
+        gate.stop()
+        small.kill()
