@@ -250,16 +250,15 @@ class Camera:
         self.ready.put((self, frame))
 
     def _reserve_slot(self) -> bool:
-        """Take a slot for the next frame; False when full (after waiting, when blocking)."""
+        """Take a slot for the next frame; False when full (blocking: wait, False only at stop)."""
+        if not self.blocking:
+            return self._free_slot(0.0)
         with self._slot:
-            if self.blocking:
-                while self._pending >= self.depth:
-                    if self._stop.is_set():
-                        return False
-                    self._slot.wait(0.2)
-                    self.heartbeat = time.monotonic()
-            elif self._pending >= self.depth:
-                return False
+            while self._pending >= self.depth:
+                if self._stop.is_set():
+                    return False
+                self._slot.wait(0.2)
+                self.heartbeat = time.monotonic()
             self._pending += 1
             return True
 

@@ -141,10 +141,7 @@ def run_all(
     progress("pipeline at maximum throughput")
     # The reference of most ratios: the median of three runs, so that one slow window on a
     # shared box does not skew them all.
-    runs = [
-        phases.pipeline_phase(ctx, f"max{n}", streams=ctx.cores, fps=0, policy="block", seconds=ctx.seconds)
-        for n in range(3)
-    ]
+    runs = [phases.max_window(ctx, f"max{n}") for n in range(3)]
     peak = phases.median_run(runs)
     pipeline_fps = peak["parts_per_s"]
     progress("naive single-thread loop")

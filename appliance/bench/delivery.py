@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.bench.broker import PrivateBroker, mosquitto_path
-from appliance.bench.phases import BenchContext, Delivery, median_run, pipeline_phase
+from appliance.bench.phases import BenchContext, Delivery, max_window, median_run, pipeline_phase
 from appliance.service import Service
 
 
@@ -75,9 +75,9 @@ def paired_costs(
     pairs: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {mode: [] for mode in modes}
     for n in range(rounds):
         ctx.progress(f"pipeline maximum, {label}: round {n + 1} of {rounds}")
-        base = _max_window(ctx, f"{label}-none{n}", Delivery())
+        base = max_window(ctx, f"{label}-none{n}")
         for mode, delivery in modes.items():
-            pairs[mode].append((base, _max_window(ctx, f"{label}-{mode}{n}", delivery)))
+            pairs[mode].append((base, max_window(ctx, f"{label}-{mode}{n}", delivery)))
     out: dict[str, Any] = {}
     for mode, runs in pairs.items():
         costs = [1.0 - run["parts_per_s"] / base["parts_per_s"] for base, run in runs]
@@ -94,12 +94,6 @@ def paired_costs(
             "components": typical["components"],
         }
     return out
-
-
-def _max_window(ctx: BenchContext, phase: str, delivery: Delivery) -> dict[str, Any]:
-    return pipeline_phase(
-        ctx, phase, streams=ctx.cores, fps=0, policy="block", seconds=ctx.seconds, delivery=delivery
-    )
 
 
 def mqtt_figures(ctx: BenchContext, pipeline_fps: float) -> dict[str, Any]:

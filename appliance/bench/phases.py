@@ -193,6 +193,13 @@ class Delivery:
     sync: dict[str, Any] | None = None  # SyncConfig overrides (target, endpoint_url, ...)
 
 
+def max_window(ctx: BenchContext, phase: str, delivery: Delivery | None = None) -> dict[str, Any]:
+    """One window at the pipeline's maximum: a blocking camera per core."""
+    return pipeline_phase(
+        ctx, phase, streams=ctx.cores, fps=0, policy="block", seconds=ctx.seconds, delivery=delivery
+    )
+
+
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The run with the median throughput (of an odd number of windows)."""
     return sorted(runs, key=lambda run: run["parts_per_s"])[len(runs) // 2]

@@ -80,22 +80,24 @@ class _Sent:
 class _Batch:
     """The results of one message being gathered: one line's, in `seq` order."""
 
-    __slots__ = ("items", "line", "size")
+    __slots__ = ("items", "line", "max_bytes", "per_message", "size")
 
-    def __init__(self) -> None:
+    def __init__(self, per_message: int, max_bytes: int = _BATCH_MAX_BYTES) -> None:
+        self.per_message = per_message
+        self.max_bytes = max_bytes
         self.items: list[tuple[int, str, bool]] = []  # (seq, stored payload, replayed)
         self.line = ""
         self.size = 0
 
-    def takes(self, row: sqlite3.Row, per_message: int, max_bytes: int = _BATCH_MAX_BYTES) -> bool:
+    def takes(self, row: sqlite3.Row) -> bool:
         """Can `row` join? Same line, at most `per_message` results and, beyond the first
         result, `max_bytes` of message."""
         if not self.items:
             return True
         return (
             row["line"] == self.line
-            and len(self.items) < per_message
-            and self.size + len(row["payload"]) + _SPLICE_BYTES <= max_bytes
+            and len(self.items) < self.per_message
+            and self.size + len(row["payload"]) + _SPLICE_BYTES <= self.max_bytes
         )
 
     def add(self, row: sqlite3.Row, replayed: bool) -> None:
@@ -119,14 +121,14 @@ class _Gather:
         """Put `row` in its line's batch; False (row not taken) when that needs a message
         beyond the window."""
         batch = self.open.get(row["line"])
-        if batch is not None and batch.takes(row, self.per_message, self.max_bytes):
+        if batch is not None and batch.takes(row):
             batch.add(row, replayed)
             return True
         if len(self.closed) + len(self.open) >= self.room:
             return False
         if batch is not None:
             self.closed.append(batch)
-        batch = self.open[row["line"]] = _Batch()
+        batch = self.open[row["line"]] = _Batch(self.per_message, self.max_bytes)
         batch.add(row, replayed)
         return True
 

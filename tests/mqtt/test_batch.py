@@ -18,26 +18,26 @@ def stored(seq: int, line: str = "line1", pad: int = 0) -> dict:
 
 
 def test_a_batch_holds_one_line_up_to_its_count():
-    batch = _Batch()
+    batch = _Batch(3)
     for seq in range(1, 4):
-        assert batch.takes(row(seq), 3)
+        assert batch.takes(row(seq))
         batch.add(row(seq), False)
-    assert not batch.takes(row(4), 3), "full at results_per_message"
-    assert not _fresh_with(row(1)).takes(row(2, line="line2"), 50), "another line starts a new message"
+    assert not batch.takes(row(4)), "full at results_per_message"
+    assert not _fresh_with(row(1)).takes(row(2, line="line2")), "another line starts a new message"
 
 
 def test_a_batch_stays_under_the_byte_limit_but_always_takes_one_result():
     big = row(1, size=_BATCH_MAX_BYTES + 10)
-    assert _Batch().takes(big, 50), "a result larger than the limit still goes, alone"
+    assert _Batch(50).takes(big), "a result larger than the limit still goes, alone"
     batch = _fresh_with(row(1, size=_BATCH_MAX_BYTES - 1000))
-    assert batch.takes(row(2, size=800), 50)
-    assert not batch.takes(row(2, size=1000), 50)
+    assert batch.takes(row(2, size=800))
+    assert not batch.takes(row(2, size=1000))
 
 
 def test_the_published_message_of_a_full_batch_is_within_the_limit():
-    batch = _Batch()
+    batch = _Batch(1000)
     seq = 0
-    while batch.takes(candidate := stored(seq + 1, pad=900), 1000):
+    while batch.takes(candidate := stored(seq + 1, pad=900)):
         seq += 1
         batch.add(candidate, True)
     text = batch_text([publish_text(s, 1_718_000_000_123, r) for _, s, r in batch.items])
@@ -65,7 +65,7 @@ def test_batch_text_is_the_single_messages_in_an_envelope():
 
 
 def _fresh_with(first: dict) -> _Batch:
-    batch = _Batch()
+    batch = _Batch(50)
     batch.add(first, False)
     return batch
 
