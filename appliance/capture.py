@@ -2,11 +2,12 @@
 
 Drop policies (per camera, named in the config):
 
-- ``latest`` (default): at most one decoded frame waits for inference. While it waits, newer
-  grabs are skipped *before* decoding; the newest of them is held undecoded, and when inference
-  takes the waiting frame it is decoded at once (a paced source does not wait for its next
-  grab: inference would idle up to a frame period for it). Every other skipped grab is counted
-  as dropped. A frame never waits longer than one service time plus one frame period.
+- ``latest`` (default): at most two decoded frames wait for inference (`LATEST_DEPTH`). While
+  they wait, newer grabs are skipped *before* decoding; the newest of them is held undecoded,
+  and when inference takes a waiting frame it is decoded at once (a paced source does not wait
+  for its next grab: inference would idle up to a frame period for it). Every other skipped
+  grab is counted as dropped. A frame never waits longer than two service times plus one
+  frame period.
 - ``queue``: like ``latest`` with up to ``queue_depth`` frames waiting (for short bursts); the
   newest skipped grab is held the same way.
 - ``block``: the source waits until inference is ready; nothing is dropped. For replays, and
@@ -36,6 +37,19 @@ logger = logging.getLogger(__name__)
 ReadyQueue = queue.Queue[tuple["Camera", Frame]]
 
 
+# Two, not one: with a single waiting frame per camera, the frame inference takes next is
+# decoded only after the previous one was taken, and with as many cameras as workers the workers
+# idle through those decodes (2x offered load delivered 0.83-0.90 of the maximum with one,
+# 0.99-1.02 with two; docs/performance.md). The second frame costs at most one service time of
+# freshness and is never decoded only to be dropped.
+LATEST_DEPTH = 2
+
+
+def slot_depth(config: CameraConfig) -> int:
+    """Decoded frames of this camera that may wait for inference."""
+    return LATEST_DEPTH if config.drop_policy == "latest" else config.queue_depth
+
+
 class Camera:
     """Owns one FrameSource and its thread; hands frames to the shared ready queue."""
 
@@ -53,7 +67,7 @@ class Camera:
         self.source = source
         self.ready = ready
         self.events = events
-        self.depth = 1 if config.drop_policy == "latest" else config.queue_depth
+        self.depth = slot_depth(config)
         self.blocking = config.drop_policy == "block" or (not source.live and source.fps <= 0)
         self.state = "starting"
         self.last_error: str | None = None

@@ -18,7 +18,7 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
-from appliance.capture import Camera, ReadyQueue
+from appliance.capture import Camera, ReadyQueue, slot_depth
 from appliance.config import LineConfig, Settings
 from appliance.events import EventBus
 from appliance.inference.ladder import Ladder, LocalTier
@@ -78,13 +78,11 @@ class Service:
             settings.db_path, settings.node_id, settings.store, track_unpublished=settings.mqtt.enabled
         )
         self.reader = Reader(settings.db_path)
-        self.pending = PendingRefinements(settings.state_dir / "pending")
+        self.pending = PendingRefinements(settings.state_dir / "pending", settings.store.pending_hold_ms)
         self.runners: dict[str, ModelRunner] = {}
         self.ladders: dict[str, Ladder] = {}
         self.cameras: list[Camera] = []
-        depth = sum(
-            1 if c.drop_policy == "latest" else c.queue_depth for line in settings.lines for c in line.cameras
-        )
+        depth = sum(slot_depth(c) for line in settings.lines for c in line.cameras)
         self.ready: ReadyQueue = queue.Queue(maxsize=depth)
         self.pool: InferencePool | None = None
         self.components: dict[str, Component] = {}
@@ -135,6 +133,7 @@ class Service:
         for line in self.settings.lines:
             self.ladders[line.id] = self._build_ladder(line, progress)
         self._restore_backlog()
+        self.pending.start()
         self.pool = InferencePool(
             self.ready,
             self.ladders,
@@ -174,6 +173,7 @@ class Service:
             camera.join()
         if self.pool is not None:
             self.pool.stop()
+        self.pending.stop()  # the frames of refinements still waiting, for the next start
         for name, component in reversed(list(self.components.items())):
             try:
                 component.stop()
@@ -322,7 +322,11 @@ class Service:
         """The /api/health document: overall status and per-component state."""
         components: dict[str, Any] = {
             "cameras": {c.id: c.health() for c in self.cameras},
-            "inference": self.pool.health() if self.pool else {"state": "error"},
+            "inference": (
+                {**self.pool.health(), "pending_frames": self.pending.health()}
+                if self.pool
+                else {"state": "error"}
+            ),
             "ladders": {line: ladder.health() for line, ladder in self.ladders.items()},
             "store": self.writer.health(),
         }

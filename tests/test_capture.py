@@ -62,27 +62,33 @@ def test_latest_policy_skips_frames_before_decoding_while_inference_is_busy() ->
     assert len({f.part_id for f in frames}) == len(frames)
 
 
-def test_latest_policy_decodes_the_held_grab_as_soon_as_inference_frees_the_slot() -> None:
-    """A paced camera (5 fps): grabs at 0, 200, 400 ms. Inference holds frame 1 for 300 ms; the
-    grab at 200 ms is held undecoded and handed over when the slot frees (~300 ms), not
-    replaced by the grab at 400 ms: inference gets frame 2 without waiting for the camera."""
+def test_latest_policy_keeps_a_second_frame_decoded_and_hands_over_the_held_grab_at_once() -> None:
+    """A paced camera (5 fps): grabs at 0, 200, 400, 600 ms. Inference holds frame 1 without
+    freeing its slot: frame 2 is still decoded and waits behind it (two per camera, so that
+    another worker never idles through a decode). The grab at 400 ms finds both slots taken and
+    is held undecoded; when a slot frees at ~500 ms it is handed over at once, not replaced by
+    the grab at 600 ms."""
     source = FakeSource(fps=5)
     camera, ready, _ = make_camera(source)
     camera.start()
     try:
         cam, first = ready.get(timeout=10)
-        time.sleep(0.3)
+        started = time.monotonic()
+        cam, second = ready.get(timeout=10)
+        assert time.monotonic() - started < 0.35, "the second frame waited for the first to be freed"
+        time.sleep(max(0.0, 0.5 - (time.monotonic() - started)))
         freed = time.monotonic()
         cam.taken()
-        cam, second = ready.get(timeout=10)
+        cam, third = ready.get(timeout=10)
         waited = time.monotonic() - freed
+        cam.taken()
         cam.taken()
     finally:
         camera.stop()
         camera.join()
-    assert (first.index, second.index) == (1, 2)
+    assert (first.index, second.index, third.index) == (1, 2, 3)
     assert waited < 0.09, f"inference waited {waited * 1000:.0f} ms for a frame grabbed before"
-    assert second.t_capture < freed, "the frame keeps its grab time: its latency is honest"
+    assert third.t_capture < freed, "the frame keeps its grab time: its latency is honest"
     assert camera.dropped == 0 and source.decodes == camera.delivered.count
 
 

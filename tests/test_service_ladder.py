@@ -109,7 +109,11 @@ source = {{ kind = "folder", path = "{frames}", fps = 100 }}
     db = tmp_path / "state" / "appliance.db"
     process = start(config)
     try:
-        wait_for(lambda: db.exists() and len(unresolved(results(db))) >= 20)
+        # Frames held in memory longer than store.pending_hold_ms (1 s) are on disk by now.
+        kept = tmp_path / "state" / "pending"
+        wait_for(
+            lambda: db.exists() and len(unresolved(results(db))) >= 20 and len(list(kept.glob("*.npy"))) >= 5
+        )
     finally:
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=10)

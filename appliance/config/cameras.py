@@ -103,8 +103,9 @@ class CameraConfig(Section):
     drop_policy: DropPolicy = Field(
         "latest",
         description=(
-            "latest: one frame waits for inference, newer frames are skipped before decoding "
-            "while it waits (counted); queue: up to queue_depth frames wait (newer ones skipped, "
+            "latest: at most two frames wait for inference (one taken next, one decoded behind "
+            "it), newer frames are skipped before decoding while they wait (counted); queue: up "
+            "to queue_depth frames wait (newer ones skipped, "
             "counted); block: the source waits for inference (replay only, nothing dropped)."
         ),
     )

@@ -23,6 +23,15 @@ class StoreConfig(Section):
         description="Under load (the last write transaction held several results), longest wait to "
         "fill the next one; an idle writer commits each result at once. 0 = never wait.",
     )
+    pending_hold_ms: int = Field(
+        1000,
+        ge=0,
+        le=60000,
+        description="How long the frame of a deferred escalation waits in memory before it is "
+        "written to disk for a refinement after a restart; refined sooner (the usual case), it "
+        "never touches the disk. A crash within this time closes those provisional verdicts as "
+        "`unrefined` at the restart. 0 = write each one at once.",
+    )
     queue_size: int = Field(1024, ge=16, le=100000, description="Results waiting for the writer.")
     busy_timeout_ms: int = Field(5000, ge=100, le=600000, description="SQLite busy timeout.")
     max_age_days: float = Field(30.0, gt=0, le=3650, description="Oldest result kept.")

@@ -51,7 +51,7 @@ class PendingStore(Protocol):
     """Persistence of deferred escalations (image + row), so they survive a crash."""
 
     def save_op(self, escalation: Escalation) -> Callable[[Any], None]: ...
-    def write_image(self, escalation: Escalation) -> None: ...
+    def keep_image(self, escalation: Escalation) -> None: ...
     def delete_op(self, part_id: str) -> Callable[[Any], None]: ...
     def discard(self, part_id: str) -> None: ...
 
@@ -262,7 +262,7 @@ class Ladder:
                 self.deadline_missed += 1
         self._publish(frame, provisional, also)
         if self._pending:
-            self._pending.write_image(escalation)  # after the line has its answer
+            self._pending.keep_image(escalation)  # after the line has its answer
         evicted = None
         with self._lock:
             self.deferred += 1

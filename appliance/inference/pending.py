@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,11 +23,28 @@ logger = logging.getLogger(__name__)
 
 
 class PendingRefinements:
-    """Saves and restores the ladder's backlog under `folder`."""
+    """Saves and restores the ladder's backlog under `folder`.
 
-    def __init__(self, folder: Path) -> None:
+    With `hold_ms` > 0 a deferred frame first waits in memory: most refinements follow within
+    milliseconds, and a frame refined before `hold_ms` never touches the disk. Frames still
+    waiting after `hold_ms` are written by a background thread (`start`), and `stop` writes
+    every frame still held. A kill within `hold_ms` of a deferral leaves the row without its
+    image, which the restart closes as `unrefined` (never left open).
+    """
+
+    def __init__(self, folder: Path, hold_ms: float = 0.0) -> None:
         self.folder = folder
+        self.hold_s = max(0.0, hold_ms) / 1000.0
         folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Condition()
+        self._held: dict[str, tuple[float, Escalation]] = {}  # insertion order = deferral order
+        self._writing: set[str] = set()
+        self._discarded_while_writing: set[str] = set()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        #: Frames written to disk, and frames refined (or closed) before they had to be.
+        self.written = 0
+        self.never_written = 0
 
     def _path(self, part_id: str) -> Path:
         # Raw .npy, not PNG: no compression on the inference thread (PNG cost ~10x more per
@@ -37,9 +55,9 @@ class PendingRefinements:
     def save_op(self, escalation: Escalation) -> Callable[[sqlite3.Connection], None]:
         """The op that records the escalation in the provisional verdict's own transaction.
 
-        Only the row: the image is written after the verdict has gone out (`write_image`), so the
-        line never waits for the file. A crash in between leaves a row without its image, which the
-        restart closes as `unrefined`.
+        Only the row: the image is kept after the verdict has gone out (`keep_image`), so the
+        line never waits for the file. A crash before the file is written leaves a row without
+        its image, which the restart closes as `unrefined`.
         """
         frame, last = escalation.frame, escalation.last
         name = self._path(frame.part_id).name
@@ -66,9 +84,20 @@ class PendingRefinements:
 
         return op
 
-    def write_image(self, escalation: Escalation) -> None:
-        """Keep the frame for a refinement after a restart (lossless: the later tier must see
-        exactly what the first one saw)."""
+    def keep_image(self, escalation: Escalation) -> None:
+        """Keep the frame for a refinement after a restart: on disk at once without a hold,
+        else in memory until `hold_ms` has passed."""
+        if self.hold_s <= 0 or self._thread is None:
+            self._write(escalation)
+            return
+        with self._lock:
+            first = not self._held
+            self._held[escalation.frame.part_id] = (time.monotonic() + self.hold_s, escalation)
+            if first:
+                self._lock.notify()
+
+    def _write(self, escalation: Escalation) -> None:
+        """The frame as .npy (lossless: the later tier must see exactly what the first one saw)."""
         path = self._path(escalation.frame.part_id)
         if path.exists():
             return
@@ -79,11 +108,74 @@ class PendingRefinements:
             with open(temp, "wb") as f:
                 np.save(f, np.ascontiguousarray(escalation.frame.image), allow_pickle=False)
             os.replace(temp, path)
+            self.written += 1
         except (OSError, ValueError) as exc:
             temp.unlink(missing_ok=True)
             logger.error(
                 "cannot keep the frame of part %s for its refinement: %s", escalation.frame.part_id, exc
             )
+
+    def start(self) -> None:
+        """Start the thread that writes frames held longer than `hold_ms` (no-op without a hold)."""
+        if self.hold_s <= 0 or self._thread is not None:
+            return
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="pending-frames", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Write every frame still held (their refinements happen after the next start)."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            with self._lock:
+                self._stopping = True
+                self._lock.notify()
+            thread.join()
+        with self._lock:
+            rest = [escalation for _, escalation in self._held.values()]
+            self._held.clear()
+        for escalation in rest:
+            self._write(escalation)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                due = self._due_or_wait()
+                if due is None:
+                    return
+                self._writing.update(e.frame.part_id for e in due)
+            for escalation in due:
+                try:
+                    self._write(escalation)
+                except Exception:  # thread boundary: one frame must not stop the writing of others
+                    logger.exception("writing a kept frame failed")
+            with self._lock:
+                for escalation in due:
+                    part_id = escalation.frame.part_id
+                    self._writing.discard(part_id)
+                    if part_id in self._discarded_while_writing:
+                        self._discarded_while_writing.discard(part_id)
+                        self._unlink(part_id)
+
+    def _due_or_wait(self) -> list[Escalation] | None:
+        """Under the lock: the held frames past their hold, waiting until there are some."""
+        while not self._stopping:
+            if not self._held:
+                self._lock.wait()
+                continue
+            now = time.monotonic()
+            first_due = next(iter(self._held.values()))[0]
+            if first_due > now:
+                self._lock.wait(first_due - now)
+                continue
+            due = []
+            for part_id, (when, escalation) in list(self._held.items()):
+                if when > now:
+                    break
+                del self._held[part_id]
+                due.append(escalation)
+            return due
+        return None
 
     def delete_op(self, part_id: str) -> Callable[[sqlite3.Connection], None]:
         """The op that forgets a resolved escalation's row (`discard` removes its image)."""
@@ -94,11 +186,25 @@ class PendingRefinements:
         return op
 
     def discard(self, part_id: str) -> None:
-        """Remove a resolved escalation's image (after its final verdict went out)."""
+        """Forget a resolved escalation's frame (after its final verdict went out)."""
+        with self._lock:
+            if self._held.pop(part_id, None) is not None:
+                self.never_written += 1
+                return
+            if part_id in self._writing:
+                self._discarded_while_writing.add(part_id)
+                return
+        self._unlink(part_id)
+
+    def _unlink(self, part_id: str) -> None:
         try:
             self._path(part_id).unlink(missing_ok=True)
         except OSError as exc:
             logger.warning("cannot remove the kept frame of part %s: %s", part_id, exc)
+
+    def health(self) -> dict[str, int]:
+        """Deferred frames held in memory, written to disk, and refined before they had to be."""
+        return {"held": len(self._held), "written": self.written, "never_written": self.never_written}
 
     def sweep(self, conn: sqlite3.Connection) -> int:
         """Remove kept frames no escalation refers to any more (left by a crash); how many."""
