@@ -299,6 +299,10 @@ class Ladder:
         """Escalations waiting."""
         return len(self._backlog)
 
+    def backlog_pressed(self) -> bool:
+        """The backlog is three quarters full: refine before it has to close verdicts unrefined."""
+        return len(self._backlog) * 4 >= self._backlog_max * 3
+
     def refine_next(self) -> bool:
         """Refine the oldest deferred part with its next tier; False when there is none."""
         with self._lock:

@@ -108,7 +108,8 @@ class PendingRefinements:
             with open(temp, "wb") as f:
                 np.save(f, np.ascontiguousarray(escalation.frame.image), allow_pickle=False)
             os.replace(temp, path)
-            self.written += 1
+            with self._lock:
+                self.written += 1
         except (OSError, ValueError) as exc:
             temp.unlink(missing_ok=True)
             logger.error(
@@ -169,7 +170,8 @@ class PendingRefinements:
                 self._lock.wait(first_due - now)
                 continue
             due = []
-            for part_id, (when, escalation) in list(self._held.items()):
+            while self._held:
+                part_id, (when, escalation) = next(iter(self._held.items()))
                 if when > now:
                     break
                 del self._held[part_id]

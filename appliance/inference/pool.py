@@ -1,4 +1,4 @@
-"""The inference workers: fresh frames first, deferred refinements when no frame waits."""
+"""The inference workers: fresh frames first, refinements when none waits or a backlog nears full."""
 
 from __future__ import annotations
 
@@ -80,18 +80,16 @@ class InferencePool:
     def _run(self, n: int) -> None:
         while True:
             self._beats[n] = time.monotonic()
+            # Fresh frames first, except when a backlog nears its end: then refining (on at most
+            # workers - 1 threads) beats closing provisional verdicts unrefined to make room.
+            if any(ladder.backlog_pressed() for ladder in self._order) and self._refine_guarded():
+                continue
             try:
                 camera, frame = self.ready.get_nowait()
             except queue.Empty:
                 if self._stop.is_set():
                     return
-                try:
-                    refined = self._refine_one()
-                except Exception:  # thread boundary: a failed refinement must not stop the worker
-                    self.failures += 1
-                    logger.exception("inference worker failed on a refinement")
-                    refined = False
-                if refined:
+                if self._refine_guarded():
                     continue
                 try:
                     camera, frame = self.ready.get(timeout=0.1)
@@ -110,6 +108,14 @@ class InferencePool:
             finally:
                 self._set_busy(-1)
             self.frames.add()
+
+    def _refine_guarded(self) -> bool:
+        try:
+            return self._refine_one()
+        except Exception:  # thread boundary: a failed refinement must not stop the worker
+            self.failures += 1
+            logger.exception("inference worker failed on a refinement")
+            return False
 
     def _refine_one(self) -> bool:
         """Refine one deferred part, rotating over lines so that none starves.
