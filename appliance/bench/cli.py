@@ -157,18 +157,12 @@ def run_all(
     latency_to = "mqtt receipt (subscriber in another process)"
     if "p99_ms_at_50" not in delivered:
         latency_to = "commit (no broker)"
-        for share in (50, 75):
-            progress(f"latency to commit at {share}% load")
+        for share, fps in delivery.latency_loads(pipeline_fps):
+            progress(f"latency to commit at {share}")
             run = phases.pipeline_phase(
-                ctx,
-                f"load{share}",
-                streams=1,
-                fps=pipeline_fps * share / 100,
-                policy="latest",
-                seconds=ctx.seconds,
+                ctx, f"load{share}", streams=1, fps=fps, policy="latest", seconds=ctx.seconds
             )
-            delivered[f"p50_ms_at_{share}"] = run["latency_ms_p50"]
-            delivered[f"p99_ms_at_{share}"] = run["latency_ms_p99"]
+            delivered.update(delivery.latency_figures(share, run))
     skipped_sync: dict[str, Any] = {"sync_note": "skipped (--no-sync)"}
     synced = delivery.sync_figures(ctx, pipeline_fps) if sync else skipped_sync
     progress("2x offered load")
@@ -228,6 +222,10 @@ def run_all(
         "service_ms_escalated": escalated_ms,
         "p99_at_50_vs_escalated": _ratio(delivered.get("p99_ms_at_50"), escalated_ms),
         "p99_at_75_vs_escalated": _ratio(delivered.get("p99_ms_at_75"), escalated_ms),
+        # The same path end to end (capture to receipt) for frames sent one at a time: what a
+        # frame costs with nothing else in the pipeline, fsync'd commit and broker hop included.
+        "p99_at_50_vs_single_frame": _ratio(delivered.get("p99_ms_at_50"), delivered.get("single_frame_ms")),
+        "p99_at_75_vs_single_frame": _ratio(delivered.get("p99_ms_at_75"), delivered.get("single_frame_ms")),
         **synced,
         "overload_offered_fps": 2 * pipeline_fps,
         "overload_delivered_fps": overload["parts_per_s"],
@@ -349,6 +347,12 @@ def render_table(figures: dict[str, Any]) -> str:
             "latency @75% p99",
             fmt(figures["p99_ms_at_75"], " ms"),
             f"{fmt(figures['p99_at_75_vs_service'])} x service (target <= 8)",
+        ),
+        (
+            "single frame, end to end",
+            fmt(figures.get("single_frame_ms"), " ms"),
+            f"frames one at a time, same path; p99 = {fmt(figures['p99_at_50_vs_single_frame'])} / "
+            f"{fmt(figures['p99_at_75_vs_single_frame'])} x this at 50% / 75%",
         ),
         (
             "2x offered load",

@@ -77,6 +77,7 @@ source = {{ kind = "simulator", width = 64, height = 64 }}
     if mosquitto_path() is not None:  # the OT side really received results, and a backlog drained
         assert figures["latency_measured_to"].startswith("mqtt receipt")
         assert figures["latency_samples_at_50"] > 0
+        assert figures["single_frame_samples"] > 0 and figures["single_frame_ms"] is not None
         assert figures["drain_rows_per_s"] and figures["drain_rows_per_s"] > 0
         assert figures["pipeline_fps_mqtt"] > 0 and figures["pipeline_fps_mqtt_batched"] > 0
         assert figures["batched_results_per_message_mean"] >= 1  # the batched windows delivered
