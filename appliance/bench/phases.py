@@ -323,6 +323,8 @@ def pipeline_phase(
         "within_deadline": within,
         "unresolved_provisional": unresolved,
         "deferred": ladder_health["deferred_escalations"],
+        # Provisional verdicts closed unrefined because the backlog was full: tier-2 work not done.
+        "unrefined": ladder_health["backlog_finalized"],
         "components": components,
         "rss": rss,
     }

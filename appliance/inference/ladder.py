@@ -5,13 +5,16 @@ For each frame, tier 1 runs. When its score falls in its uncertain band, the nex
 - **inline**, when that tier can still finish before the line's deadline and no other frame
   would miss its own deadline by waiting: only the later tier's verdict is published;
 - **deferred** otherwise: tier 1's verdict is published at once with ``provisional: true`` and
-  the part joins a bounded backlog; a worker refines it when no fresh frame waits, publishing
-  revision + 1 (``refinement: changed`` or ``confirmed``, ``provisional: false``).
+  the part joins a bounded backlog; a worker refines it when no fresh frame waits or the
+  backlog is three quarters full, publishing revision + 1 (``refinement: changed`` or
+  ``confirmed``, ``provisional: false``).
 
-The backlog is persisted (image and row, committed with the provisional verdict), so a
-provisional verdict that survives a crash is refined after the restart. When the backlog is
-full, the policy ``finalize_oldest`` turns the oldest provisional verdict final as it stands
-(``refinement: unrefined``), counted: no provisional verdict is ever left open.
+The backlog is persisted (the row committed with the provisional verdict; the frame written
+once it has waited `store.pending_hold_ms`, see `pending.py`), so a provisional verdict that
+survives a crash is refined after the restart, or closed ``unrefined`` if its frame was not yet
+on disk. When the backlog is full, the policy ``finalize_oldest`` turns the oldest provisional
+verdict final as it stands (``refinement: unrefined``), counted: no provisional verdict is ever
+left open.
 
 What is still uncertain after the last local tier is offered to the cloud tier as a hard case.
 """

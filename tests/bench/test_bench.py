@@ -72,6 +72,7 @@ source = {{ kind = "simulator", width = 64, height = 64 }}
     assert figures["cpu_budget_fps"] > 0
     assert figures["capacity"]["required_fps"] == 20
     assert isinstance(figures["capacity"]["fits"], bool)
+    assert figures["pipeline_unrefined"] >= 0 and figures["overload_unrefined"] >= 0
     from appliance.bench.broker import mosquitto_path
 
     if mosquitto_path() is not None:  # the OT side really received results, and a backlog drained
