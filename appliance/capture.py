@@ -6,8 +6,8 @@ Drop policies (per camera, named in the config):
   they wait, newer grabs are skipped *before* decoding; the newest of them is held undecoded,
   and when inference takes a waiting frame it is decoded at once (a paced source does not wait
   for its next grab: inference would idle up to a frame period for it). Every other skipped
-  grab is counted as dropped. A frame never waits longer than two service times plus one
-  frame period.
+  grab is counted as dropped. With no more cameras than workers, a frame never waits longer
+  than two service times plus one frame period.
 - ``queue``: like ``latest`` with up to ``queue_depth`` frames waiting (for short bursts); the
   newest skipped grab is held the same way.
 - ``block``: the source waits until inference is ready; nothing is dropped. For replays, and
@@ -40,7 +40,8 @@ ReadyQueue = queue.Queue[tuple["Camera", Frame]]
 # Two, not one: with a single waiting frame per camera, the frame inference takes next is
 # decoded only after the previous one was taken, and with as many cameras as workers the workers
 # idle through those decodes (2x offered load delivered 0.83-0.90 of the maximum with one,
-# 0.99-1.02 with two; docs/performance.md). The second frame costs at most one service time of
+# 0.99-1.02 with two, paired windows with real JPEGs; docs/performance.md, "2x overload"). The
+# second frame costs at most one service time of
 # freshness and is never decoded only to be dropped.
 LATEST_DEPTH = 2
 

@@ -157,12 +157,12 @@ def run_all(
     latency_to = "mqtt receipt (subscriber in another process)"
     if "p99_ms_at_50" not in delivered:
         latency_to = "commit (no broker)"
-        for share, fps in delivery.latency_loads(pipeline_fps):
-            progress(f"latency to commit at {share}")
+        for key, label, fps in delivery.latency_loads(pipeline_fps):
+            progress(f"latency to commit, {label}")
             run = phases.pipeline_phase(
-                ctx, f"load{share}", streams=1, fps=fps, policy="latest", seconds=ctx.seconds
+                ctx, f"load-{key}", streams=1, fps=fps, policy="latest", seconds=ctx.seconds
             )
-            delivered.update(delivery.latency_figures(share, run))
+            delivered.update(delivery.latency_figures(key, run))
     skipped_sync: dict[str, Any] = {"sync_note": "skipped (--no-sync)"}
     synced = delivery.sync_figures(ctx, pipeline_fps) if sync else skipped_sync
     progress("2x offered load")

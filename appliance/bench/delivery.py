@@ -100,23 +100,27 @@ def paired_costs(
 SINGLE_FRAME_FPS = 20.0
 
 
-def latency_loads(pipeline_fps: float) -> list[tuple[str, float]]:
-    """The paced windows of the latency figures: single frames, then 50 % and 75 % load."""
+def latency_loads(pipeline_fps: float) -> list[tuple[str, str, float]]:
+    """The paced windows of the latency figures (key, label, fps): single frames, 50 %, 75 % load."""
     return [
-        ("single", min(SINGLE_FRAME_FPS, pipeline_fps / 20)),
-        ("50", pipeline_fps * 0.5),
-        ("75", pipeline_fps * 0.75),
+        ("single", "single frames", min(SINGLE_FRAME_FPS, pipeline_fps / 20)),
+        ("50", "50% load", pipeline_fps * 0.5),
+        ("75", "75% load", pipeline_fps * 0.75),
     ]
 
 
-def latency_figures(share: str, run: dict[str, Any]) -> dict[str, Any]:
-    """One latency window's keys: `single_frame_ms` (its median) or p50/p99 at a load."""
-    if share == "single":
-        return {"single_frame_ms": run["latency_ms_p50"], "single_frame_samples": run["latency_samples"]}
+def latency_figures(key: str, run: dict[str, Any]) -> dict[str, Any]:
+    """One latency window's figures: `single_frame_ms` (its median) or p50/p99 at a load."""
+    if key == "single":
+        return {
+            "single_frame_ms": run["latency_ms_p50"],
+            "single_frame_p99_ms": run["latency_ms_p99"],
+            "single_frame_samples": run["latency_samples"],
+        }
     return {
-        f"p50_ms_at_{share}": run["latency_ms_p50"],
-        f"p99_ms_at_{share}": run["latency_ms_p99"],
-        f"latency_samples_at_{share}": run["latency_samples"],
+        f"p50_ms_at_{key}": run["latency_ms_p50"],
+        f"p99_ms_at_{key}": run["latency_ms_p99"],
+        f"latency_samples_at_{key}": run["latency_samples"],
     }
 
 
@@ -129,19 +133,19 @@ def mqtt_figures(ctx: BenchContext, pipeline_fps: float) -> dict[str, Any]:
     broker.start()
     figures: dict[str, Any] = {}
     try:
-        for share, fps in latency_loads(pipeline_fps):
-            ctx.progress(f"latency to MQTT receipt at {share}")
-            with subscriber(broker.port, prefix, ctx.workdir / f"receipts{share}.log") as log:
+        for key, label, fps in latency_loads(pipeline_fps):
+            ctx.progress(f"latency to MQTT receipt, {label}")
+            with subscriber(broker.port, prefix, ctx.workdir / f"receipts-{key}.log") as log:
                 run = pipeline_phase(
                     ctx,
-                    f"mqtt{share}",
+                    f"mqtt-{key}",
                     streams=1,
                     fps=fps,
                     policy="latest",
                     seconds=ctx.seconds,
                     delivery=Delivery(mqtt_port=broker.port, receipts=log),
                 )
-            figures.update(latency_figures(share, run))
+            figures.update(latency_figures(key, run))
         # The broker on the same cores, no subscriber: the OT side runs elsewhere.
         costs = paired_costs(
             ctx,

@@ -45,6 +45,7 @@ class PendingRefinements:
         #: Frames written to disk, and frames refined (or closed) before they had to be.
         self.written = 0
         self.never_written = 0
+        self.write_failed = 0
 
     def _path(self, part_id: str) -> Path:
         # Raw .npy, not PNG: no compression on the inference thread (PNG cost ~10x more per
@@ -87,14 +88,16 @@ class PendingRefinements:
     def keep_image(self, escalation: Escalation) -> None:
         """Keep the frame for a refinement after a restart: on disk at once without a hold,
         else in memory until `hold_ms` has passed."""
-        if self.hold_s <= 0 or self._thread is None:
-            self._write(escalation)
-            return
         with self._lock:
-            first = not self._held
-            self._held[escalation.frame.part_id] = (time.monotonic() + self.hold_s, escalation)
-            if first:
-                self._lock.notify()
+            # Decided under the lock: a frame handed in while `stop` runs is written, not held.
+            hold = self.hold_s > 0 and self._thread is not None and not self._stopping
+            if hold:
+                first = not self._held
+                self._held[escalation.frame.part_id] = (time.monotonic() + self.hold_s, escalation)
+                if first:
+                    self._lock.notify()
+        if not hold:
+            self._write(escalation)
 
     def _write(self, escalation: Escalation) -> None:
         """The frame as .npy (lossless: the later tier must see exactly what the first one saw)."""
@@ -112,27 +115,33 @@ class PendingRefinements:
                 self.written += 1
         except (OSError, ValueError) as exc:
             temp.unlink(missing_ok=True)
+            with self._lock:
+                self.write_failed += 1
             logger.error(
                 "cannot keep the frame of part %s for its refinement: %s", escalation.frame.part_id, exc
             )
 
     def start(self) -> None:
         """Start the thread that writes frames held longer than `hold_ms` (no-op without a hold)."""
+        self._stopping = False
         if self.hold_s <= 0 or self._thread is not None:
             return
-        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="pending-frames", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
         """Write every frame still held (their refinements happen after the next start)."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            with self._lock:
-                self._stopping = True
-                self._lock.notify()
-            thread.join()
         with self._lock:
+            thread = self._thread
+            self._stopping = True
+            self._lock.notify()
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():  # a hung disk: the frames still held close unrefined at restart
+                logger.error("kept frames still being written after %.0f s at stop", timeout)
+                return
+        with self._lock:
+            self._thread = None
             rest = [escalation for _, escalation in self._held.values()]
             self._held.clear()
         for escalation in rest:
@@ -151,12 +160,11 @@ class PendingRefinements:
                 except Exception:  # thread boundary: one frame must not stop the writing of others
                     logger.exception("writing a kept frame failed")
             with self._lock:
-                for escalation in due:
-                    part_id = escalation.frame.part_id
-                    self._writing.discard(part_id)
-                    if part_id in self._discarded_while_writing:
-                        self._discarded_while_writing.discard(part_id)
-                        self._unlink(part_id)
+                resolved = [e.frame.part_id for e in due if e.frame.part_id in self._discarded_while_writing]
+                self._writing.difference_update(e.frame.part_id for e in due)
+                self._discarded_while_writing.difference_update(resolved)
+            for part_id in resolved:  # refined while its frame was being written
+                self._unlink(part_id)
 
     def _due_or_wait(self) -> list[Escalation] | None:
         """Under the lock: the held frames past their hold, waiting until there are some."""
@@ -206,7 +214,12 @@ class PendingRefinements:
 
     def health(self) -> dict[str, int]:
         """Deferred frames held in memory, written to disk, and refined before they had to be."""
-        return {"held": len(self._held), "written": self.written, "never_written": self.never_written}
+        return {
+            "held": len(self._held),
+            "written": self.written,
+            "never_written": self.never_written,
+            "write_failed": self.write_failed,
+        }
 
     def sweep(self, conn: sqlite3.Connection) -> int:
         """Remove kept frames no escalation refers to any more (left by a crash); how many."""

@@ -44,6 +44,9 @@ class InferencePool:
         # Refinements never occupy every worker: one stays free for fresh frames, so that a
         # part arriving during a long refinement still gets its first verdict in time.
         self._max_refining = max(1, workers - 1)
+        # Ahead of waiting frames, at most half the workers refine (so fresh frames keep at least
+        # half the pool even when escalations outpace refinements), and never the only worker.
+        self._max_refining_first = workers // 2
         self._refining = 0
         self._refining_lock = threading.Lock()
         self._busy = 0
@@ -80,9 +83,10 @@ class InferencePool:
     def _run(self, n: int) -> None:
         while True:
             self._beats[n] = time.monotonic()
-            # Fresh frames first, except when a backlog nears its end: then refining (on at most
-            # workers - 1 threads) beats closing provisional verdicts unrefined to make room.
-            if any(ladder.backlog_pressed() for ladder in self._order) and self._refine_guarded():
+            # Fresh frames first, except when a backlog nears its end: then refining beats
+            # closing provisional verdicts unrefined to make room.
+            pressed = [ladder for ladder in self._order if ladder.backlog_pressed()]
+            if pressed and self._refine_guarded(pressed):
                 continue
             try:
                 camera, frame = self.ready.get_nowait()
@@ -109,30 +113,33 @@ class InferencePool:
                 self._set_busy(-1)
             self.frames.add()
 
-    def _refine_guarded(self) -> bool:
+    def _refine_guarded(self, pressed: list[Ladder] | None = None) -> bool:
         try:
-            return self._refine_one()
+            return self._refine_one(pressed)
         except Exception:  # thread boundary: a failed refinement must not stop the worker
             self.failures += 1
             logger.exception("inference worker failed on a refinement")
             return False
 
-    def _refine_one(self) -> bool:
+    def _refine_one(self, pressed: list[Ladder] | None = None) -> bool:
         """Refine one deferred part, rotating over lines so that none starves.
 
-        With a single worker, a refinement runs only when it is short enough for a frame that
-        arrives meanwhile to still meet its deadline.
+        `pressed`: only these lines, ahead of waiting frames (see `_max_refining_first`). With a
+        single worker, a refinement runs only when it is short enough for a frame that arrives
+        meanwhile to still meet its deadline.
         """
+        limit = self._max_refining if pressed is None else self._max_refining_first
         with self._refining_lock:
-            if self._refining >= self._max_refining:
+            if self._refining >= limit:
                 return False
             self._refining += 1
             self._busy += 1
         try:
+            order = self._order if pressed is None else pressed
             start = next(self._turn)
-            count = len(self._order)
+            count = len(order)
             for i in range(count):
-                ladder = self._order[(start + i) % count]
+                ladder = order[(start + i) % count]
                 if self.workers == 1 and not ladder.refinement_fits_single_worker():
                     continue
                 if ladder.refine_next():

@@ -36,7 +36,7 @@ def test_a_frame_refined_within_the_hold_never_touches_the_disk(tmp_path: Path) 
         pending.discard("quick")
         time.sleep(0.5)
         assert not list(tmp_path.iterdir())
-        assert pending.health() == {"held": 0, "written": 0, "never_written": 1}
+        assert pending.health() == {"held": 0, "written": 0, "never_written": 1, "write_failed": 0}
     finally:
         pending.stop()
     assert not list(tmp_path.iterdir()), "stop must not write a frame that was already refined"
@@ -95,3 +95,12 @@ def test_a_refinement_racing_the_write_leaves_no_file(tmp_path: Path) -> None:
     finally:
         pending.stop()
     assert not list(tmp_path.iterdir())
+
+
+def test_a_frame_that_cannot_be_written_is_counted_not_raised(tmp_path: Path) -> None:
+    folder = tmp_path / "pending"
+    pending = PendingRefinements(folder, hold_ms=0)
+    folder.rmdir()  # as good as a full or failed disk for the write
+    pending.keep_image(escalation("lost"))
+    assert pending.health()["write_failed"] == 1
+    assert not folder.exists()
