@@ -14,7 +14,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from appliance.bench.sampling import CpuClock, cpu_split, percentile, rss_mb, thread_cpu_s
+from appliance.bench.sampling import (
+    CpuClock,
+    TimedSource,
+    cpu_split,
+    grab_number,
+    percentile,
+    rss_mb,
+    thread_cpu_s,
+)
 from appliance.config import CameraConfig, DropPolicy, LineConfig, Settings, SourceConfig
 from appliance.inference.package import load_package
 from appliance.inference.runtime import ModelRunner, SessionSettings
@@ -267,7 +275,11 @@ def pipeline_phase(
     """
     delivery = delivery or Delivery()
     settings = bench_settings(ctx, phase, streams=streams, fps=fps, policy=policy, delivery=delivery)
-    service = Service(settings)
+    grabs: list[int] = []  # wall time of each grab, for the receipt latencies (one camera)
+    timed = delivery.receipts is not None and streams == 1
+    service = Service(
+        settings, source_factory=lambda c: TimedSource(make_source(c), grabs) if timed else make_source(c)
+    )
     add_components(service)
     service.start()
     rss: list[tuple[float, float]] = []
@@ -305,7 +317,7 @@ def pipeline_phase(
         service.stop()
     if delivery.receipts is not None:
         time.sleep(0.5)  # the last acknowledgements on their way to the subscriber
-        latencies = receipt_latencies(delivery.receipts, window_ms)
+        latencies = receipt_latencies(delivery.receipts, window_ms, grabs if timed else None)
     else:
         latencies = commit_latencies(settings.db_path, seq0)
     within, unresolved = deadline_record(settings.db_path, seq0, ctx.line.deadline_ms)
@@ -330,13 +342,22 @@ def pipeline_phase(
     }
 
 
-def receipt_latencies(receipts: Path, window_ms: tuple[int, int]) -> list[float]:
-    """Capture-to-receipt latency of first verdicts captured in the window, from the subscriber's log."""
+def receipt_latencies(
+    receipts: Path, window_ms: tuple[int, int], grabs: list[int] | None = None
+) -> list[float]:
+    """Capture-to-receipt latency (ms) of first verdicts captured in the window, from the
+    subscriber's log; from each frame's grab time in `grabs` (ns, by grab number) when given,
+    else from the payload's whole-ms `ts_capture_ms`."""
     latencies = []
     for line in receipts.read_text().splitlines():
-        received, captured, revision, _ = line.split(" ", 3)
-        if revision == "0" and window_ms[0] <= int(captured) <= window_ms[1]:
-            latencies.append(float(int(received) - int(captured)))
+        received, captured, revision, _, part_id = line.split(" ")
+        if revision != "0" or not window_ms[0] <= int(captured) <= window_ms[1]:
+            continue
+        number = grab_number(part_id) if grabs is not None else 0
+        if grabs is not None and 0 < number <= len(grabs):
+            latencies.append(float(received) - grabs[number - 1] / 1e6)
+        else:
+            latencies.append(float(received) - int(captured))
     return latencies
 
 

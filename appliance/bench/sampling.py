@@ -9,6 +9,10 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
+from hardware.sources.base import FrameSource
+
 
 def rss_mb() -> float:
     """Resident set size of this process now, in MB."""
@@ -83,3 +87,38 @@ def cpu_split(before: dict[str, float], after: dict[str, float], parts: int) -> 
     """
     split = {role: (after[role] - before.get(role, 0.0)) * 1000.0 / max(1, parts) for role in after}
     return dict(sorted(((k, round(v, 3)) for k, v in split.items() if v > 0), key=lambda kv: -kv[1]))
+
+
+class TimedSource(FrameSource):
+    """Wraps a source and notes the wall time (ns) of every grab, in order: latencies finer than
+    the whole milliseconds of the payload's `ts_capture_ms` (a frame's grab number is the last
+    part of its `part_id`)."""
+
+    def __init__(self, inner: FrameSource, grabs: list[int]) -> None:
+        self.inner = inner
+        self.grabs = grabs
+        self.live = inner.live
+        self.fps = inner.fps
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def grab(self) -> None:
+        self.inner.grab()
+        self.grabs.append(time.time_ns())
+
+    def retrieve(self) -> np.ndarray:
+        image = self.inner.retrieve()
+        self.truth = self.inner.truth
+        return image
+
+    def release(self) -> None:
+        self.inner.release()
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+
+def grab_number(part_id: str) -> int:
+    """The camera's grab counter in a part id (`{camera}-{ts_ms}-{4 hex run token}{grab}`)."""
+    return int(part_id.rsplit("-", 1)[1][4:])

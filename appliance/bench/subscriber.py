@@ -4,7 +4,8 @@
 
 TOPIC is the `result` filter; its batched twin (`results`) is subscribed as well.
 
-Writes one line per message: `received_ms ts_capture_ms revision msg_id`, and creates
+Writes one line per result: `received_ms ts_capture_ms revision msg_id part_id` (received_ms
+with microseconds), and creates
 OUTFILE.ready once the subscription is acknowledged. Stops on SIGTERM.
 """
 
@@ -39,12 +40,15 @@ def main(argv: list[str]) -> int:
         outfile.with_suffix(".ready").touch()
 
     def on_message(_c: Any, _u: Any, message: Any) -> None:
-        received = time.time_ns() // 1_000_000
+        received = f"{time.time_ns() / 1e6:.3f}"
         try:
             payload = json.loads(message.payload)
             results = payload.get("results", [payload])  # batched or not
             out.write(
-                "".join(f"{received} {r['ts_capture_ms']} {r['revision']} {r['msg_id']}\n" for r in results)
+                "".join(
+                    f"{received} {r['ts_capture_ms']} {r['revision']} {r['msg_id']} {r['part_id']}\n"
+                    for r in results
+                )
             )
         except (ValueError, KeyError, TypeError):
             return
