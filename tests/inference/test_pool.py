@@ -9,7 +9,7 @@ from pathlib import Path
 from appliance.inference.ladder import Ladder
 from appliance.inference.pool import InferencePool
 from appliance.results import Frame, Verdict
-from tests.inference.test_ladder import frame, ladder
+from tests.inference.test_ladder import Sink, frame, ladder, tier
 
 
 class Camera:
@@ -47,15 +47,19 @@ def test_a_nearly_full_backlog_is_refined_although_fresh_frames_keep_waiting(mod
     """Every part defers (a deadline no tier can meet) and frames never stop waiting, as from
     cameras at full speed. Refining only when no frame waits let the backlog overflow and closed
     every provisional verdict unrefined until the frames ran out; near full, a worker refines
-    first, so refinements go out while fresh frames are still being judged."""
-    lad, sink = ladder(models_dir, deadline_ms=0.001, backlog=8)
-    parts = 600
+    first, so refinements go out while fresh frames are still being judged. Tier 1 is the slow
+    model here (its work runs outside the GIL), so how the two workers share the GIL cannot
+    decide the outcome."""
+    tiers = [tier(models_dir, "slow2", 1), tier(models_dir, "bright2", 2)]
+    sink = Sink()
+    lad = Ladder("line1", tiers, deadline_ms=0.001, backlog=8, emit=sink)
+    parts = 100
     run_until_settled(lad, [frame(120, n=n) for n in range(parts)], workers=2)
     health = lad.health()
     assert health["deferred_escalations"] == parts
     assert health["provisional_resolved"] == parts
     early = refined_before_last_first_verdict(sink.verdicts)
-    assert len(early) >= parts // 40, (len(early), health)
+    assert len(early) >= parts // 4, (len(early), health)
 
 
 def test_a_single_worker_never_refines_ahead_of_a_waiting_frame(models_dir: Path) -> None:
