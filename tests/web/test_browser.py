@@ -278,6 +278,8 @@ def test_screenshots_of_the_other_pages(page: Any, console: Console) -> None:
         assert heading in page.inner_text("h1")
         page.wait_for_load_state("networkidle")
         shot(page, name)
+    page.goto("/health")
+    assert "Frames kept for refinement" in page.content()  # deferred escalations' frames
     page.goto("/settings")
     page.click("button[value=validate]")
     assert "The file is valid" in page.inner_text(".message.ok")
