@@ -120,6 +120,18 @@ class HealthCollector(Collector):
             yield GaugeMetricFamily(
                 "appliance_disk_free_mb", "Free disk under the state dir (MB)", value=store["disk_free_mb"]
             )
+        kept = components.get("inference", {}).get("pending_frames")
+        if kept:
+            yield GaugeMetricFamily(
+                "appliance_pending_frames_held",
+                "Frames of deferred escalations held in memory",
+                value=kept["held"],
+            )
+            for key, help_text in (
+                ("written", "Frames of deferred escalations written to disk"),
+                ("write_failed", "Frames of deferred escalations that could not be written"),
+            ):
+                yield CounterMetricFamily(f"appliance_pending_frames_{key}", help_text, value=kept[key])
         for name, value in health.get("metrics", {}).items():
             yield GaugeMetricFamily(f"appliance_{name}", name.replace("_", " "), value=value)
         if self.outbox is not None:

@@ -204,6 +204,7 @@ def test_users_api(console: Console) -> None:
 
 def test_metrics_have_latency_histograms_and_outbox(console: Console) -> None:
     text = httpx.get(f"{console.url}/metrics").text
+    assert "appliance_pending_frames_held " in text and "appliance_pending_frames_written_total " in text
     assert 'appliance_inference_latency_ms_bucket{le="+Inf",line="line1",model="bright1",tier="1"}' in text
     assert "appliance_tier_escalation_rate" in text
     assert "appliance_outbox_depth" in text
