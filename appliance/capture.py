@@ -41,8 +41,8 @@ ReadyQueue = queue.Queue[tuple["Camera", Frame]]
 # decoded only after the previous one was taken, and with as many cameras as workers the workers
 # idle through those decodes (2x offered load delivered 0.83-0.90 of the maximum with one,
 # 0.99-1.02 with two, paired windows with real JPEGs; docs/performance.md, "2x overload"). The
-# second frame costs at most one service time of
-# freshness and is never decoded only to be dropped.
+# second frame costs at most one service time of freshness and is never decoded only to be
+# dropped.
 LATEST_DEPTH = 2
 
 

@@ -353,11 +353,10 @@ def receipt_latencies(
         received, captured, revision, _, part_id = line.split(" ")
         if revision != "0" or not window_ms[0] <= int(captured) <= window_ms[1]:
             continue
-        number = grab_number(part_id) if grabs is not None else 0
-        if grabs is not None and 0 < number <= len(grabs):
-            latencies.append(float(received) - grabs[number - 1] / 1e6)
-        else:
-            latencies.append(float(received) - int(captured))
+        start_ms = float(captured)
+        if grabs is not None and 0 < (number := grab_number(part_id)) <= len(grabs):
+            start_ms = grabs[number - 1] / 1e6
+        latencies.append(float(received) - start_ms)
     return latencies
 
 

@@ -169,14 +169,7 @@ class PendingRefinements:
     def _due_or_wait(self) -> list[Escalation] | None:
         """Under the lock: the held frames past their hold, waiting until there are some."""
         while not self._stopping:
-            if not self._held:
-                self._lock.wait()
-                continue
             now = time.monotonic()
-            first_due = next(iter(self._held.values()))[0]
-            if first_due > now:
-                self._lock.wait(first_due - now)
-                continue
             due = []
             while self._held:
                 part_id, (when, escalation) = next(iter(self._held.items()))
@@ -184,7 +177,10 @@ class PendingRefinements:
                     break
                 del self._held[part_id]
                 due.append(escalation)
-            return due
+            if due:
+                return due
+            # Nothing due: sleep until the oldest held frame is (or until one is held).
+            self._lock.wait(next(iter(self._held.values()))[0] - now if self._held else None)
         return None
 
     def delete_op(self, part_id: str) -> Callable[[sqlite3.Connection], None]:

@@ -85,9 +85,10 @@ class InferencePool:
             self._beats[n] = time.monotonic()
             # Fresh frames first, except when a backlog nears its end: then refining beats
             # closing provisional verdicts unrefined to make room.
-            pressed = [ladder for ladder in self._order if ladder.backlog_pressed()]
-            if pressed and self._refine_guarded(pressed):
-                continue
+            if self._max_refining_first:
+                pressed = [ladder for ladder in self._order if ladder.backlog_pressed()]
+                if pressed and self._refine_guarded(pressed):
+                    continue
             try:
                 camera, frame = self.ready.get_nowait()
             except queue.Empty:
