@@ -164,6 +164,7 @@ def mqtt_figures(ctx: BenchContext, pipeline_fps: float) -> dict[str, Any]:
             figures[f"cpu_ms_per_part_by_thread_mqtt{suffix}"] = cost["by_thread"]
         outbox = (costs["_batched"]["components"].get("mqtt") or {}).get("outbox", {})
         figures["batched_results_per_message"] = BATCHED_RESULTS
+        figures["batched_linger_ms"] = ctx.settings.mqtt.batch_linger_ms
         figures["batched_results_per_message_mean"] = (
             outbox["published"] / outbox["messages"] if outbox.get("messages") else None
         )

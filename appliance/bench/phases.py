@@ -198,6 +198,7 @@ class Delivery:
     mqtt_port: int | None = None
     receipts: Path | None = None  # the subscriber process's log of arrivals
     results_per_message: int = 1  # mqtt.results_per_message (batched results above 1)
+    batch_linger_ms: int | None = None  # mqtt.batch_linger_ms; None: the configured one
     sync: dict[str, Any] | None = None  # SyncConfig overrides (target, endpoint_url, ...)
 
 
@@ -249,6 +250,8 @@ def bench_settings(
             "results_per_message": delivery.results_per_message,
         }
     )
+    if delivery.batch_linger_ms is not None:
+        settings.mqtt.batch_linger_ms = delivery.batch_linger_ms
     settings.sync = settings.sync.model_copy(
         update={"target": "", "interval_s": 0.5, **(delivery.sync or {})}
     )

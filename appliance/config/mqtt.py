@@ -58,8 +58,15 @@ class MqttConfig(Section):
         le=1000,
         description="1: one message per result on `line/{line}/result`. More: results go as "
         "batches of up to this many of one line's results on `line/{line}/results` instead "
-        "(for lines of hundreds of parts per second; a batch holds only what is waiting, so "
-        "it adds no delay).",
+        "(for lines of hundreds of parts per second).",
+    )
+    batch_linger_ms: int = Field(
+        100,
+        ge=0,
+        le=10_000,
+        description="With results_per_message above 1: how long the first waiting result may wait "
+        "for its batch to fill before what is there is published (fewer, fuller messages at high "
+        "rates; a full batch or a backlog goes at once). 0: publish what is waiting at once.",
     )
     reconnect_max_s: float = Field(30.0, ge=1, le=3600, description="Reconnect backoff cap.")
     health_interval_s: float = Field(10.0, ge=1, le=3600, description="Health publish period.")

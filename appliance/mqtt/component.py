@@ -68,6 +68,7 @@ class MqttComponent:
             on_accepted_again=self._accepted_again,
             max_republish=self.config.republish_max_rows,
             results_per_message=self.config.results_per_message,
+            batch_linger_s=self.config.batch_linger_ms / 1000,
         )
         self.outbox.start()
         self.commands.start()

@@ -3,8 +3,9 @@
 One thread owns all the bookkeeping (paho's callbacks only enqueue):
 
 - **messages**: one result each on `line/{line}/result`, or, with `mqtt.results_per_message`
-  above 1, a batch of one line's waiting results on `line/{line}/results` (what is there when
-  the window has room: a batch is never waited for);
+  above 1, a batch of one line's waiting results on `line/{line}/results`: what is there when
+  the window has room, once a batch's worth is waiting or the first waiting result has waited
+  `mqtt.batch_linger_ms` (a backlog being drained is not held back);
 - **window**: at most `min(mqtt.inflight, broker Receive Maximum)` messages are unacknowledged;
 - **cursor**: the next `seq` to read; rows are read with `published_ms IS NULL`, in `seq` order;
 - **in flight**: message id -> its rows, per connection; a PUBACK moves the rows to
@@ -153,6 +154,7 @@ class OutboxPublisher:
         on_accepted_again: Callable[[], None] | None = None,
         max_republish: int = 100_000,
         results_per_message: int = 1,
+        batch_linger_s: float = 0.0,
     ) -> None:
         self.link = link
         self.topics = topics
@@ -162,6 +164,7 @@ class OutboxPublisher:
         self.boot_seq = boot_seq
         self.max_republish = max_republish
         self.per_message = results_per_message
+        self.linger_s = batch_linger_s if results_per_message > 1 else 0.0
         self.batch_max_bytes = _BATCH_MAX_BYTES
         self._on_rejected = on_rejected or (lambda _reason: None)
         self._on_accepted_again = on_accepted_again or (lambda: None)
@@ -185,6 +188,7 @@ class OutboxPublisher:
         self._unmarked_since: float | None = None
         self._sent_high = 0
         self._replay: tuple[int, int] | None = None  # (next seq, last seq) of a republish
+        self._linger_since: float | None = None  # when results were first seen waiting for a batch
         self._next_stats = 0.0
         # A backlog being drained: (t0, published at t0, backlog at t0, last seq at t0)
         self._drain: tuple[float, int, int, int] | None = None
@@ -292,7 +296,7 @@ class OutboxPublisher:
         try:
             while not self._stop.is_set():
                 self.heartbeat = time.monotonic()
-                self._wake.wait(0.5)
+                self._wake.wait(self._sleep_s())
                 self._wake.clear()
                 # WriterFailed: nothing can be marked delivered any more, this loop is done.
                 # Any other failure: rewind to the lowest unpublished row and go on.
@@ -350,6 +354,7 @@ class OutboxPublisher:
 
     def _up(self, generation: int, receive_maximum: int, maximum_packet_size: int | None) -> None:
         self._generation = generation
+        self._linger_since = None
         self.batch_max_bytes = (
             _BATCH_MAX_BYTES
             if maximum_packet_size is None
@@ -407,8 +412,9 @@ class OutboxPublisher:
         room = self._window - len(self._inflight)
         if room <= 0:
             return
-        if self._cursor > self.writer.last_seq:
-            # Nothing committed past the cursor (most wake-ups are acks): no query.
+        if self._cursor > self.writer.last_seq or self._lingering():
+            # Nothing committed past the cursor (most wake-ups are acks), or a batch still
+            # filling: no query.
             self._fill_republish(room)
             return
         assert self._conn is not None
@@ -435,6 +441,30 @@ class OutboxPublisher:
             room -= 1
         if room > 0:
             self._fill_republish(room)
+
+    def _lingering(self) -> bool:
+        """Batched: hold the waiting results back until a batch's worth is there or the first
+        of them has waited the linger. Counted over all lines (the lines of a node interleave)."""
+        if self.linger_s <= 0 or self._drain is not None:
+            return False
+        now = time.monotonic()
+        if self.writer.last_seq - self._cursor + 1 >= self.per_message:
+            self._linger_since = None
+            return False
+        if self._linger_since is None:
+            self._linger_since = now
+        if now - self._linger_since < self.linger_s:
+            return True
+        self._linger_since = None
+        return False
+
+    def _sleep_s(self) -> float:
+        """Until the next wake-up without an event: the end of a linger, else half a second."""
+        if self._linger_since is None or self._generation is None or self._quiet:
+            return 0.5
+        if len(self._inflight) >= self._window:
+            return 0.5  # an ack wakes the loop first
+        return min(0.5, max(0.0, self._linger_since + self.linger_s - time.monotonic()))
 
     def _fill_republish(self, room: int) -> None:
         if self._replay is None:

@@ -216,6 +216,36 @@ def test_batched_republish_sends_each_row_once_marked_replayed(mqtt_settings, li
         assert service.components["mqtt"].outbox.republished == 8
 
 
+def test_batches_wait_for_company_at_most_the_linger(mqtt_settings, listen, run_service):
+    """Batched at 40 parts/s: what waits when the window has room is one result, so each
+    result went alone before the linger; now a batch gathers for 400 ms (about 16 results), and
+    the first result of a batch has waited about the linger, not until the batch is full."""
+    settings = mqtt_settings(results_per_message=50, batch_linger_ms=400)
+    topic = result_topic(settings, 50)
+    listener = listen([topic])
+    with run_service(settings):
+        listener.wait_for(lambda ms: len(ms) >= 5, timeout=20)
+    batches = [json.loads(m.payload)["results"] for m in listener.on(topic)[1:5]]
+    sizes = [len(batch) for batch in batches]
+    assert min(sizes) >= 4, f"results went (nearly) alone: {sizes}"
+    assert max(sizes) <= 35, f"batches waited well beyond the linger: {sizes}"
+    for batch in batches:
+        waited = batch[0]["ts_publish_ms"] - batch[0]["ts_capture_ms"]
+        assert waited < 400 + 1000, f"the first result waited {waited} ms"
+
+
+def test_a_full_batch_goes_without_waiting_for_the_linger(mqtt_settings, listen, run_service):
+    """A batch's worth waiting goes at once: 10 results at 40 parts/s take a quarter of a
+    second, far less than the 10 s linger, and every message carries exactly 10."""
+    settings = mqtt_settings(results_per_message=10, batch_linger_ms=10_000)
+    topic = result_topic(settings, 10)
+    listener = listen([topic])
+    with run_service(settings):
+        listener.wait_for(lambda ms: len(ms) >= 3, timeout=8)
+        sizes = [len(json.loads(m.payload)["results"]) for m in listener.on(topic)[:3]]
+    assert sizes == [10, 10, 10]
+
+
 def test_two_lines_are_batched_apart_and_every_seq_arrives_once(mqtt_settings, broker, listen, run_service):
     """Two lines' results interleave in the outbox; a backlog (broker out of reach) drains in
     full batches per line, each on its own line's topic, every seq once and in order per line."""
