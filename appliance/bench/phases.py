@@ -252,9 +252,10 @@ def bench_settings(
     )
     if delivery.batch_linger_ms is not None:
         settings.mqtt.batch_linger_ms = delivery.batch_linger_ms
-    settings.sync = settings.sync.model_copy(
-        update={"target": "", "interval_s": 0.5, **(delivery.sync or {})}
-    )
+    sync = {"target": "", "interval_s": 0.5, **(delivery.sync or {})}
+    if sync["target"]:  # every window is a new store: a target prefix of its own
+        sync["target"] = f"{sync['target'].rstrip('/')}/{phase}"
+    settings.sync = settings.sync.model_copy(update=sync)
     return settings
 
 
