@@ -138,6 +138,8 @@ def run_all(
     progress("int8 vs fp32")
     int8 = phases.int8_phase(ctx, frames)
     budget = ctx.cores * 1000.0 / (decode["decode_cpu_ms"] + infer["infer_cpu_ms"])
+    progress("decode + inference on every core at once")
+    parallel = phases.parallel_phase(ctx)
     progress("pipeline at maximum throughput")
     # The reference of most ratios: the median of three runs, so that one slow window on a
     # shared box does not skew them all.
@@ -204,6 +206,11 @@ def run_all(
         "pipeline_fps": pipeline_fps,
         "pipeline_fps_runs": [run["parts_per_s"] for run in runs],
         "pipeline_vs_budget": pipeline_fps / budget,
+        # Decode + ladder alone on every core at once (no queues, store or delivery): the box's
+        # limit for this work with all cores busy, and the pipeline against it.
+        **parallel,
+        "parallel_loop_vs_budget": parallel["parallel_loop_fps"] / budget,
+        "pipeline_vs_parallel_loop": pipeline_fps / parallel["parallel_loop_fps"],
         # Escalations the maximum windows closed unrefined (backlog full): work they skipped.
         "pipeline_unrefined": sum(run["unrefined"] for run in runs),
         # Share of the cores the pipeline actually got: well below 1, other processes took CPU
@@ -322,6 +329,12 @@ def render_table(figures: dict[str, Any]) -> str:
             fmt(figures["pipeline_fps"], " fps"),
             f"{fmt(figures['pipeline_vs_budget'])} x budget (target >= 0.85); "
             f"{figures['pipeline_unrefined']} escalations closed unrefined",
+        ),
+        (
+            "decode + inference, every core",
+            fmt(figures["parallel_loop_fps"], " fps"),
+            f"{fmt(figures['parallel_loop_vs_budget'])} x budget; pipeline = "
+            f"{fmt(figures['pipeline_vs_parallel_loop'])} x this",
         ),
         (
             "naive loop",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,6 +98,79 @@ def decode_phase(ctx: BenchContext, keep: int = 64) -> tuple[dict[str, Any], lis
     }, frames
 
 
+class _BareLadder:
+    """The line's local tiers on one thread each, walked as the service does, nothing else."""
+
+    def __init__(self, ctx: BenchContext) -> None:
+        tiers = ctx.local_tiers()
+        self.runners = [ctx.runner(t, threads=1) for t in tiers]
+        self.bands = [
+            ctx.band(t, r.manifest.uncertain_band) for t, r in zip(tiers, self.runners, strict=True)
+        ]
+
+    def judge(self, image: np.ndarray) -> bool:
+        """Run tier 1, and the next tiers while the score is in the band; True if it went up."""
+        for position, runner in enumerate(self.runners):
+            answer = runner.infer(image)
+            lo, hi = self.bands[position]
+            if not (position + 1 < len(self.runners) and lo <= answer.score < hi):
+                return position > 0
+        return False
+
+
+def parallel_phase(ctx: BenchContext) -> dict[str, Any]:
+    """Decode + ladder in a bare loop on every core at once: the box's own limit for this work.
+
+    No queues, store or delivery: a thread per core, each with its own source and sessions
+    (cv2 and onnxruntime release the GIL). Against the budget (per-frame CPU measured on one
+    core, the others idle) it shows what running every core at once costs the same work here
+    (shared caches and memory, the hypervisor, the GIL); against it, the pipeline's own cost.
+    """
+    start, stop = threading.Barrier(ctx.cores + 1), threading.Event()
+    counts = [0] * ctx.cores
+    failures: list[BaseException] = []
+
+    def loop(index: int) -> None:
+        try:
+            seeded = hasattr(ctx.source, "seed")
+            source = _open(ctx.source.model_copy(update={"seed": index}) if seeded else ctx.source, fps=0)
+            ladder = _BareLadder(ctx)
+            source.grab()
+            ladder.judge(source.retrieve())  # warm-up, outside the window
+        except BaseException as exc:  # raised below, once the others are released
+            failures.append(exc)
+            start.wait()
+            return
+        start.wait()
+        while not stop.is_set():
+            source.grab()
+            try:
+                image = source.retrieve()
+            except CorruptFrame:
+                continue
+            ladder.judge(image)
+            counts[index] += 1
+        source.release()
+
+    threads = [threading.Thread(target=loop, args=(n,), name=f"bench-parallel-{n}") for n in range(ctx.cores)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    with CpuClock() as clock:
+        time.sleep(ctx.seconds)
+        stop.set()
+        for thread in threads:
+            thread.join()
+    if failures:
+        raise failures[0]
+    frames = sum(counts)
+    return {
+        "parallel_loop_fps": frames / clock.wall_s,
+        "parallel_loop_cpu_ms": clock.cpu_s * 1000.0 / max(1, frames),
+        "parallel_loop_cpu_utilization": clock.cpu_s / clock.wall_s / ctx.cores,
+    }
+
+
 def infer_phase(ctx: BenchContext, frames: list[np.ndarray]) -> dict[str, Any]:
     """Raw onnxruntime throughput (threads = cores) and per-frame CPU of the ladder (one thread)."""
     tiers = ctx.local_tiers()
@@ -114,10 +188,8 @@ def infer_phase(ctx: BenchContext, frames: list[np.ndarray]) -> dict[str, Any]:
     raw_fps = count / clock.wall_s
 
     # The ladder on one thread: what one part costs, escalations included.
-    runners = [ctx.runner(t, threads=1) for t in tiers]
-    bands = [ctx.band(t, r.manifest.uncertain_band) for t, r in zip(tiers, runners, strict=True)]
-    for r in runners:
-        r.infer(frames[0])
+    ladder = _BareLadder(ctx)
+    ladder.judge(frames[0])
     cpu_ms: list[float] = []
     wall_ms: list[float] = []
     escalated_wall_ms: list[float] = []
@@ -128,15 +200,8 @@ def infer_phase(ctx: BenchContext, frames: list[np.ndarray]) -> dict[str, Any]:
         image = frames[n % len(frames)]
         n += 1
         c0, w0 = time.thread_time(), time.perf_counter()
-        went_up = False
-        for position, runner in enumerate(runners):
-            answer = runner.infer(image)
-            lo, hi = bands[position]
-            if position + 1 < len(runners) and lo <= answer.score < hi:
-                escalated += position == 0
-                went_up = True
-                continue
-            break
+        went_up = ladder.judge(image)
+        escalated += went_up
         cpu_ms.append((time.thread_time() - c0) * 1000.0)
         wall_ms.append((time.perf_counter() - w0) * 1000.0)
         if went_up:

@@ -70,6 +70,7 @@ source = {{ kind = "simulator", width = 64, height = 64 }}
     assert set(figures) >= CONTRACT
     assert figures["pipeline_fps"] > 0 and figures["decode_fps"] > 0 and figures["naive_fps"] > 0
     assert figures["cpu_budget_fps"] > 0
+    assert figures["parallel_loop_fps"] > 0 and 0 < figures["parallel_loop_cpu_utilization"] <= 1.05
     assert figures["capacity"]["required_fps"] == 20
     assert isinstance(figures["capacity"]["fits"], bool)
     assert figures["pipeline_unrefined"] >= 0 and figures["overload_unrefined"] >= 0
