@@ -48,6 +48,11 @@ class PrivateBroker:
                 time.sleep(0.05)
         raise RuntimeError(f"mosquitto did not listen on port {self.port}")
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's process while it runs."""
+        return self._process.pid if self._process is not None else None
+
     def stop(self) -> None:
         """Stop it (idempotent)."""
         if self._process is not None:

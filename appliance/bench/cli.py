@@ -398,7 +398,8 @@ def render_table(figures: dict[str, Any]) -> str:
         (
             "MQTT: own CPU cost",
             fmt(_pct(figures.get("publish_cost_own_cpu")), " %"),
-            f"{fmt(figures.get('publish_cpu_ms_per_part'))} CPU-ms per part more in the appliance",
+            f"{fmt(figures.get('publish_cpu_ms_per_part'))} CPU-ms per part more in the appliance; "
+            f"publishing threads + broker: {fmt(_pct(figures.get('publish_cpu_share')))} % of the CPU",
         ),
         (
             "MQTT batched: publishing cost",
@@ -410,7 +411,8 @@ def render_table(figures: dict[str, Any]) -> str:
         (
             "MQTT batched: own CPU cost",
             fmt(_pct(figures.get("publish_cost_own_cpu_batched")), " %"),
-            f"{fmt(figures.get('publish_cpu_ms_per_part_batched'))} CPU-ms per part more in the appliance",
+            f"{fmt(figures.get('publish_cpu_ms_per_part_batched'))} CPU-ms per part more in the appliance; "
+            f"publishing threads + broker: {fmt(_pct(figures.get('publish_cpu_share_batched')))} % of CPU",
         ),
         (
             "MQTT: outbox drain",
@@ -432,7 +434,8 @@ def render_table(figures: dict[str, Any]) -> str:
         (
             "sync: own CPU cost",
             fmt(_pct(figures.get("sync_cost_own_cpu")), " %"),
-            f"{fmt(figures.get('sync_cpu_ms_per_part'))} CPU-ms per part more in the appliance",
+            f"{fmt(figures.get('sync_cpu_ms_per_part'))} CPU-ms per part more in the appliance; "
+            f"sync thread + S3 server: {fmt(_pct(figures.get('sync_cpu_share')))} % of the CPU",
         ),
         (
             "RSS peak / drift",

@@ -49,6 +49,7 @@ def subscriber(port: int, prefix: str, outfile: Path) -> Iterator[Path]:
 
 
 BATCHED_RESULTS = 50  # mqtt.results_per_message of the batched maximum
+MQTT_THREADS = ("mqtt-outbox", "paho-mqtt", "mqtt-state", "mqtt-commands")
 
 
 def own_cost(base_cpu_ms: float, with_cpu_ms: float) -> float:
@@ -61,16 +62,27 @@ def own_cost(base_cpu_ms: float, with_cpu_ms: float) -> float:
     return 1.0 - base_cpu_ms / with_cpu_ms if with_cpu_ms > 0 else 0.0
 
 
+def cpu_share(run: dict[str, Any], roles: tuple[str, ...]) -> float:
+    """The share of a window's CPU (the service's and its loopback peer's) that the delivering
+    threads and the peer used: what delivering costs a CPU-bound box, less the contention it
+    adds to the other threads. Steadier than a throughput ratio, and a lower bound of it."""
+    peer = run.get("peer_cpu_ms_per_part") or 0.0
+    own = sum(ms for role, ms in run["cpu_ms_per_part_by_thread"].items() if role in roles)
+    total = run["cpu_ms_per_part"] + peer
+    return (own + peer) / total if total > 0 else 0.0
+
+
 def paired_costs(
-    ctx: BenchContext, label: str, modes: dict[str, Delivery], rounds: int = 3
+    ctx: BenchContext, label: str, modes: dict[str, Delivery], roles: tuple[str, ...], rounds: int = 3
 ) -> dict[str, Any]:
     """What delivering costs at the pipeline's maximum, per mode, from paired windows.
 
     Each round runs a window without delivery and then one window per mode: the box's other
     tenants move throughput by several per cent from one minute to the next, and a ratio of
     neighbouring windows cancels most of that. Per mode: the median over rounds of the
-    throughput cost (1 - fps / paired fps) and of the own-CPU cost, the median window's fps, and
-    its CPU per part by thread.
+    throughput cost (1 - fps / paired fps), of the own-CPU cost and of the CPU share of the
+    delivering threads (`roles`) and the peer, the median window's fps, and its CPU per part by
+    thread.
     """
     pairs: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {mode: [] for mode in modes}
     for n in range(rounds):
@@ -83,6 +95,7 @@ def paired_costs(
         costs = [1.0 - run["parts_per_s"] / base["parts_per_s"] for base, run in runs]
         own = [own_cost(base["cpu_ms_per_part"], run["cpu_ms_per_part"]) for base, run in runs]
         extra = [run["cpu_ms_per_part"] - base["cpu_ms_per_part"] for base, run in runs]
+        shares = [cpu_share(run, roles) for _, run in runs]
         typical = median_run([run for _, run in runs])
         out[mode] = {
             "fps": typical["parts_per_s"],
@@ -90,6 +103,8 @@ def paired_costs(
             "costs": [round(cost, 4) for cost in costs],
             "own_cost": statistics.median(own),
             "cpu_ms_per_part": statistics.median(extra),
+            "cpu_share": statistics.median(shares),
+            "cpu_shares": [round(share, 4) for share in shares],
             "by_thread": typical["cpu_ms_per_part_by_thread"],
             "components": typical["components"],
         }
@@ -151,9 +166,12 @@ def mqtt_figures(ctx: BenchContext, pipeline_fps: float) -> dict[str, Any]:
             ctx,
             "publishing every result",
             {
-                "": Delivery(mqtt_port=broker.port),
-                "_batched": Delivery(mqtt_port=broker.port, results_per_message=BATCHED_RESULTS),
+                "": Delivery(mqtt_port=broker.port, peer_pid=broker.pid),
+                "_batched": Delivery(
+                    mqtt_port=broker.port, results_per_message=BATCHED_RESULTS, peer_pid=broker.pid
+                ),
             },
+            MQTT_THREADS,
         )
         for suffix, cost in costs.items():
             figures[f"pipeline_fps_mqtt{suffix}"] = cost["fps"]
@@ -161,6 +179,8 @@ def mqtt_figures(ctx: BenchContext, pipeline_fps: float) -> dict[str, Any]:
             figures[f"publish_cost{suffix}_rounds"] = cost["costs"]
             figures[f"publish_cpu_ms_per_part{suffix}"] = cost["cpu_ms_per_part"]
             figures[f"publish_cost_own_cpu{suffix}"] = cost["own_cost"]
+            figures[f"publish_cpu_share{suffix}"] = cost["cpu_share"]
+            figures[f"publish_cpu_share{suffix}_rounds"] = cost["cpu_shares"]
             figures[f"cpu_ms_per_part_by_thread_mqtt{suffix}"] = cost["by_thread"]
         outbox = (costs["_batched"]["components"].get("mqtt") or {}).get("outbox", {})
         figures["batched_results_per_message"] = BATCHED_RESULTS
@@ -251,6 +271,11 @@ class LateTarget:
                     raise
                 time.sleep(0.2)
 
+    @property
+    def pid(self) -> int | None:
+        """The S3 server's process (None for a folder, or while it is down)."""
+        return self._process.pid if self._process is not None else None
+
     def stop(self) -> None:
         """Take it down."""
         if self._process is not None:
@@ -299,14 +324,19 @@ def sync_figures(ctx: BenchContext, pipeline_fps: float) -> dict[str, Any]:
         figures["sync_drain_vs_production"] = (
             drain["rows_per_s"] / run["parts_per_s"] if drain.get("rows_per_s") else None
         )
-        cost = paired_costs(
-            ctx, "syncing every result", {"sync": Delivery(sync=dict(base, drain_busy_fraction=0.25))}
-        )["sync"]
+        # The cost as the box runs: the configured batch size and busy fraction (the drain's
+        # small batches would upload 25 times as many objects per result); rounds every 0.5 s
+        # instead of 30 s, so that each window syncs several times.
+        steady = {k: v for k, v in base.items() if k not in ("batch_max_rows", "drain_busy_fraction")}
+        modes = {"sync": Delivery(sync=steady, peer_pid=target.pid)}
+        cost = paired_costs(ctx, "syncing every result", modes, ("sync-worker",))["sync"]
         figures["pipeline_fps_sync"] = cost["fps"]
         figures["sync_cost"] = cost["cost"]
         figures["sync_cost_rounds"] = cost["costs"]
         figures["sync_cpu_ms_per_part"] = cost["cpu_ms_per_part"]
         figures["sync_cost_own_cpu"] = cost["own_cost"]
+        figures["sync_cpu_share"] = cost["cpu_share"]
+        figures["sync_cpu_share_rounds"] = cost["cpu_shares"]
     finally:
         target.stop()
         for key, value in saved.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 import threading
 import time
@@ -21,6 +22,7 @@ from appliance.bench.sampling import (
     cpu_split,
     grab_number,
     percentile,
+    process_cpu_s,
     rss_mb,
     thread_cpu_s,
 )
@@ -108,6 +110,11 @@ class _BareLadder:
             ctx.band(t, r.manifest.uncertain_band) for t, r in zip(tiers, self.runners, strict=True)
         ]
 
+    def warm(self, image: np.ndarray) -> None:
+        """One run of every tier (the first run of a session is slow)."""
+        for runner in self.runners:
+            runner.infer(image)
+
     def judge(self, image: np.ndarray) -> bool:
         """Run tier 1, and the next tiers while the score is in the band; True if it went up."""
         for position, runner in enumerate(self.runners):
@@ -126,41 +133,52 @@ def parallel_phase(ctx: BenchContext) -> dict[str, Any]:
     core, the others idle) it shows what running every core at once costs the same work here
     (shared caches and memory, the hypervisor, the GIL); against it, the pipeline's own cost.
     """
-    start, stop = threading.Barrier(ctx.cores + 1), threading.Event()
+    start, stop = threading.Barrier(ctx.cores + 1, timeout=120), threading.Event()
     counts = [0] * ctx.cores
-    failures: list[BaseException] = []
+    failures: list[Exception] = []
 
     def loop(index: int) -> None:
+        source: FrameSource | None = None
         try:
             seeded = hasattr(ctx.source, "seed")
             source = _open(ctx.source.model_copy(update={"seed": index}) if seeded else ctx.source, fps=0)
             ladder = _BareLadder(ctx)
             source.grab()
-            ladder.judge(source.retrieve())  # warm-up, outside the window
-        except BaseException as exc:  # raised below, once the others are released
-            failures.append(exc)
+            ladder.warm(source.retrieve())
             start.wait()
-            return
-        start.wait()
-        while not stop.is_set():
-            source.grab()
-            try:
-                image = source.retrieve()
-            except CorruptFrame:
-                continue
-            ladder.judge(image)
-            counts[index] += 1
-        source.release()
+            while not stop.is_set():
+                source.grab()
+                try:
+                    image = source.retrieve()
+                except CorruptFrame:
+                    continue
+                ladder.judge(image)
+                counts[index] += 1
+        except threading.BrokenBarrierError:
+            pass  # another thread failed to get ready: its error is raised
+        except Exception as exc:  # raised by the caller once every thread has ended
+            failures.append(exc)
+            start.abort()
+            stop.set()
+        finally:
+            if source is not None:
+                source.release()
 
     threads = [threading.Thread(target=loop, args=(n,), name=f"bench-parallel-{n}") for n in range(ctx.cores)]
     for thread in threads:
         thread.start()
-    start.wait()
-    with CpuClock() as clock:
-        time.sleep(ctx.seconds)
-        stop.set()
-        for thread in threads:
-            thread.join()
+    clock = CpuClock()
+    try:
+        start.wait()
+        with clock:
+            stop.wait(ctx.seconds)
+            stop.set()
+            for thread in threads:
+                thread.join()
+    except threading.BrokenBarrierError:
+        pass
+    for thread in threads:
+        thread.join()
     if failures:
         raise failures[0]
     frames = sum(counts)
@@ -189,7 +207,7 @@ def infer_phase(ctx: BenchContext, frames: list[np.ndarray]) -> dict[str, Any]:
 
     # The ladder on one thread: what one part costs, escalations included.
     ladder = _BareLadder(ctx)
-    ladder.judge(frames[0])
+    ladder.warm(frames[0])
     cpu_ms: list[float] = []
     wall_ms: list[float] = []
     escalated_wall_ms: list[float] = []
@@ -265,6 +283,7 @@ class Delivery:
     results_per_message: int = 1  # mqtt.results_per_message (batched results above 1)
     batch_linger_ms: int | None = None  # mqtt.batch_linger_ms; None: the configured one
     sync: dict[str, Any] | None = None  # SyncConfig overrides (target, endpoint_url, ...)
+    peer_pid: int | None = None  # the loopback broker or S3 server, whose CPU is noted too
 
 
 def max_window(ctx: BenchContext, phase: str, delivery: Delivery | None = None) -> dict[str, Any]:
@@ -318,8 +337,9 @@ def bench_settings(
     if delivery.batch_linger_ms is not None:
         settings.mqtt.batch_linger_ms = delivery.batch_linger_ms
     sync = {"target": "", "interval_s": 0.5, **(delivery.sync or {})}
-    if sync["target"]:  # every window is a new store: a target prefix of its own
-        sync["target"] = f"{sync['target'].rstrip('/')}/{phase}"
+    if sync["target"].startswith("s3://"):
+        # Every window is a new store, which the bucket would refuse under another's prefix.
+        sync["target"] = f"{sync['target'].rstrip('/')}/{re.sub(r'[^A-Za-z0-9_-]+', '-', phase)}"
     settings.sync = settings.sync.model_copy(update=sync)
     return settings
 
@@ -361,6 +381,7 @@ def pipeline_phase(
         start = time.perf_counter()
         start_ms = now_ms()
         threads0 = thread_cpu_s()
+        peer0 = process_cpu_s(delivery.peer_pid)
         with CpuClock() as clock:
             give_up = start + seconds + 60
             while time.perf_counter() - start < seconds or (
@@ -373,6 +394,7 @@ def pipeline_phase(
         window_ms = (start_ms, now_ms())
         parts = ladder.parts - parts0
         by_thread = cpu_split(threads0, thread_cpu_s(), parts)
+        peer1 = process_cpu_s(delivery.peer_pid)
         committed = service.writer.last_seq - seq0
         dropped = sum(c.dropped for c in service.cameras) - dropped0
         # Let the ladder resolve what it deferred: no provisional verdict may be forgotten (frames
@@ -396,6 +418,9 @@ def pipeline_phase(
         "cpu_ms_per_part": clock.cpu_s * 1000.0 / max(1, parts),
         "cpu_utilization": clock.cpu_s / (clock.wall_s * ctx.cores),
         "cpu_ms_per_part_by_thread": by_thread,
+        "peer_cpu_ms_per_part": (
+            (peer1 - peer0) * 1000.0 / max(1, parts) if peer0 is not None and peer1 is not None else None
+        ),
         "dropped_per_s": dropped / clock.wall_s,
         "latency_ms_p50": percentile(latencies, 50),
         "latency_ms_p99": percentile(latencies, 99),

@@ -80,6 +80,17 @@ def thread_cpu_s() -> dict[str, float]:
     return used
 
 
+def process_cpu_s(pid: int | None) -> float | None:
+    """CPU seconds (user + system) used so far by another process (a loopback peer), if readable."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_split(before: dict[str, float], after: dict[str, float], parts: int) -> dict[str, float]:
     """CPU-ms per part by thread role between two `thread_cpu_s` snapshots, largest first.
 

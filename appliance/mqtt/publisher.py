@@ -189,6 +189,7 @@ class OutboxPublisher:
         self._sent_high = 0
         self._replay: tuple[int, int] | None = None  # (next seq, last seq) of a republish
         self._linger_since: float | None = None  # when results were first seen waiting for a batch
+        self._flushing = False  # a graceful stop is settling: no result is held back
         self._next_stats = 0.0
         # A backlog being drained: (t0, published at t0, backlog at t0, last seq at t0)
         self._drain: tuple[float, int, int, int] | None = None
@@ -227,6 +228,7 @@ class OutboxPublisher:
     def settle(self, timeout: float) -> bool:
         """Wait (at a graceful stop) until everything committed is published and acknowledged."""
         deadline = time.monotonic() + timeout
+        self._flushing = True
         while time.monotonic() < deadline:
             if self._generation is None:
                 return False  # not connected: the outbox keeps the rest for the next run
@@ -354,7 +356,8 @@ class OutboxPublisher:
 
     def _up(self, generation: int, receive_maximum: int, maximum_packet_size: int | None) -> None:
         self._generation = generation
-        self._linger_since = None
+        # What waited through the outage goes at once: a linger that has already run out.
+        self._linger_since = time.monotonic() - self.linger_s if self.linger_s > 0 else None
         self.batch_max_bytes = (
             _BATCH_MAX_BYTES
             if maximum_packet_size is None
@@ -409,10 +412,16 @@ class OutboxPublisher:
 
     def _fill(self) -> None:
         """Publish rows until the window is full: new results first, then republish requests."""
+        waiting = self.writer.last_seq - self._cursor + 1
+        if waiting <= 0:
+            self._linger_since = None
+        elif self.linger_s > 0 and self._linger_since is None:
+            self._linger_since = time.monotonic()  # it runs while the window is full, too
         room = self._window - len(self._inflight)
         if room <= 0:
             return
-        if self._cursor > self.writer.last_seq or self._lingering():
+        take = self._linger_take(waiting) if waiting > 0 else 0
+        if take == 0:
             # Nothing committed past the cursor (most wake-ups are acks), or a batch still
             # filling: no query.
             self._fill_republish(room)
@@ -424,16 +433,18 @@ class OutboxPublisher:
         rows = self._conn.execute(
             "SELECT seq, line, payload FROM results WHERE seq >= ? AND published_ms IS NULL "
             "ORDER BY seq LIMIT ?",
-            (self._cursor, min(room * self.per_message, _MAX_READ) + skip),
+            (self._cursor, min(room * self.per_message, _MAX_READ, take or _MAX_READ) + skip),
         ).fetchall()
         gather = _Gather(room, self.per_message, self.batch_max_bytes)
+        taken = 0
         for row in rows:
             seq = row["seq"]
             if seq in self._unmarked or seq in self._inflight_seqs:
                 self._cursor = seq + 1
                 continue  # acknowledged (its mark is on its way to the writer) or in flight
-            if not gather.take(row, seq <= self._sent_high or seq <= self.boot_seq):
-                break  # the window is full: this row is read again next time
+            if taken == take or not gather.take(row, seq <= self._sent_high or seq <= self.boot_seq):
+                break  # the window is full, or the rest lingers: read again next time
+            taken += 1
             self._cursor = seq + 1
         for batch in gather.batches():
             if not self._send(batch, replay=False):
@@ -442,25 +453,24 @@ class OutboxPublisher:
         if room > 0:
             self._fill_republish(room)
 
-    def _lingering(self) -> bool:
-        """Batched: hold the waiting results back until a batch's worth is there or the first
-        of them has waited the linger. Counted over all lines (the lines of a node interleave)."""
-        if self.linger_s <= 0 or self._drain is not None:
-            return False
-        now = time.monotonic()
-        if self.writer.last_seq - self._cursor + 1 >= self.per_message:
+    def _linger_take(self, waiting: int) -> int | None:
+        """How many of the `waiting` results this pass sends: None for all of them; batched,
+        until the first of them has waited the linger, only whole batches (0: none yet) and
+        the rest waits on. Counted over all lines (the lines of a node interleave)."""
+        if self.linger_s <= 0:
+            return None
+        expired = self._linger_since is None or time.monotonic() - self._linger_since >= self.linger_s
+        if expired or self._drain is not None or self._flushing:
             self._linger_since = None
-            return False
-        if self._linger_since is None:
-            self._linger_since = now
-        if now - self._linger_since < self.linger_s:
-            return True
-        self._linger_since = None
-        return False
+            return None
+        whole = waiting - waiting % self.per_message
+        if whole:
+            self._linger_since = time.monotonic() if waiting > whole else None
+        return whole
 
     def _sleep_s(self) -> float:
         """Until the next wake-up without an event: the end of a linger, else half a second."""
-        if self._linger_since is None or self._generation is None or self._quiet:
+        if self.linger_s <= 0 or self._linger_since is None or self._generation is None or self._quiet:
             return 0.5
         if len(self._inflight) >= self._window:
             return 0.5  # an ack wakes the loop first

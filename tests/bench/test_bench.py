@@ -83,6 +83,8 @@ source = {{ kind = "simulator", width = 64, height = 64 }}
         assert figures["drain_rows_per_s"] and figures["drain_rows_per_s"] > 0
         assert figures["pipeline_fps_mqtt"] > 0 and figures["pipeline_fps_mqtt_batched"] > 0
         assert figures["batched_results_per_message_mean"] >= 1  # the batched windows delivered
+        # the broker's CPU was read: publishing threads + broker are a share of the CPU
+        assert 0 < figures["publish_cpu_share"] < 1 and 0 < figures["publish_cpu_share_batched"] < 1
         # sized on the maximum publishing every result, as the box runs in a plant
         expected = figures["pipeline_fps"] * (1 - figures["publish_cost"])
         assert figures["capacity"]["max_fps"] == pytest.approx(expected)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
 
+from appliance.control import Controller
 from appliance.store.db import connect
 from tests.brokers import MOSQUITTO_MISSING, Broker, Gate, mosquitto_binary
 
@@ -244,6 +246,42 @@ def test_a_full_batch_goes_without_waiting_for_the_linger(mqtt_settings, listen,
         listener.wait_for(lambda ms: len(ms) >= 3, timeout=8)
         sizes = [len(json.loads(m.payload)["results"]) for m in listener.on(topic)[:3]]
     assert sizes == [10, 10, 10]
+
+
+def test_a_graceful_stop_sends_what_lingers(mqtt_settings, listen, run_service):
+    """Results held for a batch (10 s linger, 50 per message) go out at a graceful stop, once
+    and not replayed: they are not left in the outbox for the next run."""
+    settings = mqtt_settings(results_per_message=50, batch_linger_ms=10_000)
+    topic = result_topic(settings, 50)
+    listener = listen([topic])
+    with run_service(settings) as service:
+        wait_until = time.monotonic() + 15
+        while service.writer.last_seq < 10:
+            assert time.monotonic() < wait_until, "the line did not produce"
+            time.sleep(0.05)
+        assert not listener.on(topic), "fewer than a batch, long before the linger: held"
+    last = service.writer.last_seq
+    listener.wait_for(lambda ms: len(results_in(ms, 50)) >= last, timeout=5)
+    assert _seqs(listener.on(topic), 50) == [(seq, False) for seq in range(1, last + 1)]
+
+
+@pytest.mark.parametrize(("per_message", "linger_ms"), [(1, 0), (50, 0), (50, 100)])
+def test_the_outbox_sleeps_while_the_line_is_idle(mqtt_settings, listen, run_service, per_message, linger_ms):
+    """After results went out and the line stopped, the publisher thread waits for events
+    instead of looping: well under 5 % of a core over a second."""
+    settings = mqtt_settings(results_per_message=per_message, batch_linger_ms=linger_ms)
+    listener = listen([result_topic(settings, per_message)])
+    with run_service(settings) as service:
+        listener.wait_for(lambda ms: len(results_in(ms, per_message)) >= 10)
+        assert Controller(service).stop_line("line1").ok
+        time.sleep(0.5)  # the last results and their acks
+        thread = next(t for t in threading.enumerate() if t.name == "mqtt-outbox")
+        assert thread.ident is not None
+        clock = time.pthread_getcpuclockid(thread.ident)
+        cpu0 = time.clock_gettime(clock)
+        time.sleep(1.0)
+        used = time.clock_gettime(clock) - cpu0
+    assert used < 0.05, f"the idle publisher used {used:.3f} s of CPU in 1 s"
 
 
 def test_two_lines_are_batched_apart_and_every_seq_arrives_once(mqtt_settings, broker, listen, run_service):
