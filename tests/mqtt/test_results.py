@@ -206,7 +206,12 @@ def test_batched_republish_sends_each_row_once_marked_replayed(mqtt_settings, li
     listener = listen([topic])
     with run_service(settings) as service:
         listener.wait_for(lambda ms: len(results_in(ms, 4)) >= 12)
-        outcome = service.components["mqtt"].outbox.republish(2, 9)
+        outbox = service.components["mqtt"].outbox
+        wait_until = time.monotonic() + 10
+        while outbox.last_acked_seq < 9:  # a row still in flight is delivered by that message
+            assert time.monotonic() < wait_until, "rows 2..9 were not acknowledged"
+            time.sleep(0.02)
+        outcome = outbox.republish(2, 9)
         assert outcome.ok and outcome.details == {"from_seq": 2, "to_seq": 9, "queued_rows": 8}
 
         def replayed(ms) -> list[int]:
@@ -243,9 +248,10 @@ def test_a_full_batch_goes_without_waiting_for_the_linger(mqtt_settings, listen,
     topic = result_topic(settings, 10)
     listener = listen([topic])
     with run_service(settings):
-        listener.wait_for(lambda ms: len(ms) >= 3, timeout=8)
-        sizes = [len(json.loads(m.payload)["results"]) for m in listener.on(topic)[:3]]
-    assert sizes == [10, 10, 10]
+        listener.wait_for(lambda ms: len(ms) >= 4, timeout=8)
+        sizes = [len(json.loads(m.payload)["results"]) for m in listener.on(topic)[:4]]
+    # the first may be what waited for the connection, which goes at once
+    assert 1 <= sizes[0] <= 10 and sizes[1:] == [10, 10, 10], sizes
 
 
 def test_a_graceful_stop_sends_what_lingers(mqtt_settings, listen, run_service):
@@ -259,7 +265,9 @@ def test_a_graceful_stop_sends_what_lingers(mqtt_settings, listen, run_service):
         while service.writer.last_seq < 10:
             assert time.monotonic() < wait_until, "the line did not produce"
             time.sleep(0.05)
-        assert not listener.on(topic), "fewer than a batch, long before the linger: held"
+        # fewer than a batch, long before the linger: held (what waited for the connection
+        # may have gone at once)
+        assert len(results_in(listener.on(topic), 50)) < service.writer.last_seq
     last = service.writer.last_seq
     listener.wait_for(lambda ms: len(results_in(ms, 50)) >= last, timeout=5)
     assert _seqs(listener.on(topic), 50) == [(seq, False) for seq in range(1, last + 1)]
