@@ -175,10 +175,9 @@ def parallel_phase(ctx: BenchContext) -> dict[str, Any]:
             stop.set()
             for thread in threads:
                 thread.join()
-    except threading.BrokenBarrierError:
-        pass
-    for thread in threads:
-        thread.join()
+    except threading.BrokenBarrierError:  # a thread failed to get ready: the others end at once
+        for thread in threads:
+            thread.join()
     if failures:
         raise failures[0]
     frames = sum(counts)

@@ -61,7 +61,6 @@ def thread_cpu_s() -> dict[str, float]:
     Threads are named by role with a number (`inference-0`, `capture-cam1`): the numbers are
     dropped so that a role's threads add up. Empty where /proc is not available.
     """
-    tick = os.sysconf("SC_CLK_TCK")
     names = {t.native_id: t.name for t in threading.enumerate()}
     used: dict[str, float] = {}
     try:
@@ -70,14 +69,20 @@ def thread_cpu_s() -> dict[str, float]:
         return used
     for tid in tasks:
         try:
-            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu = _stat_cpu_s(Path(f"/proc/self/task/{tid}/stat"))
         except OSError:
             continue  # ended meanwhile
         role = re.sub(r"[-_]?\d+$", "", names.get(int(tid), "native (onnxruntime, sqlite, ...)"))
         role = re.sub(r"^capture-.*", "capture", role)
         role = re.sub(r"^paho-mqtt-client-.*", "paho-mqtt", role)
-        used[role] = used.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        used[role] = used.get(role, 0.0) + cpu
     return used
+
+
+def _stat_cpu_s(stat: Path) -> float:
+    """User + system CPU seconds from a /proc `stat` file (of a process or a thread)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def process_cpu_s(pid: int | None) -> float | None:
@@ -85,10 +90,9 @@ def process_cpu_s(pid: int | None) -> float | None:
     if pid is None:
         return None
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return _stat_cpu_s(Path(f"/proc/{pid}/stat"))
     except (OSError, IndexError):
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_split(before: dict[str, float], after: dict[str, float], parts: int) -> dict[str, float]:
