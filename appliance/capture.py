@@ -260,6 +260,7 @@ class Camera:
             t_capture=t_mono,
             image=image,
             truth=self.source.truth,
+            encoded=self.source.encoded,
         )
         self.delivered.add()
         self.ready.put((self, frame))

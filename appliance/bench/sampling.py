@@ -124,7 +124,7 @@ class TimedSource(FrameSource):
 
     def retrieve(self) -> np.ndarray:
         image = self.inner.retrieve()
-        self.truth = self.inner.truth
+        self.truth, self.encoded = self.inner.truth, self.inner.encoded
         return image
 
     def release(self) -> None:

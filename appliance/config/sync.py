@@ -63,7 +63,13 @@ class ImagesConfig(Section):
     )
     budget_mb: int = Field(2000, ge=1, le=10_000_000, description="Disk budget for kept images.")
     max_age_days: float = Field(30.0, gt=0, le=3650, description="Oldest image kept.")
-    jpeg_quality: int = Field(90, ge=50, le=100, description="JPEG quality of kept frames.")
+    jpeg_quality: int = Field(
+        90,
+        ge=50,
+        le=100,
+        description="JPEG quality of kept frames encoded on the box (frames read from JPEG files are kept as "
+        "they came, without their metadata).",
+    )
     queue_size: int = Field(64, ge=1, le=4096, description="Frames waiting to be written (then dropped).")
 
 

@@ -1,7 +1,9 @@
 """Frames kept on disk at capture time, within a disk budget: the writer of the `images` table.
 
-Frames are JPEG, defect maps PNG, under ``<state_dir>/images/yyyy/mm/dd/<line>/`` (paths in the
-table are relative to ``<state_dir>/images``). When the budget or the age limit is exceeded,
+Frames are JPEG (a frame read from a JPEG file is kept as that file, less its metadata: no
+second lossy encoding, no encoding cost), defect maps PNG, under
+``<state_dir>/images/yyyy/mm/dd/<line>/`` (paths in the table are relative to
+``<state_dir>/images``). When the budget or the age limit is exceeded,
 images go in this order, oldest first within each class:
 
 1. already synced (their pixels, as far as the policy allows, are in the cloud);
@@ -113,7 +115,7 @@ class ImageStore:
         rel_map = f"{folder}/{name}.map.png" if verdict.defect_map is not None else None
         created: list[str] = []
         try:
-            data = encode_jpeg(frame.image, self.config.jpeg_quality)
+            data = frame.encoded or encode_jpeg(frame.image, self.config.jpeg_quality)
             # The frame's file is created exclusively: a part kept before (e.g. before a
             # restart, then refined) keeps its files; this second copy is not written.
             written = self._write(rel, data, created, exclusive=True)

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from hardware.sources.base import CorruptFrame, EndOfStream, FrameSource, SourceError
+from hardware.sources.jpeg import without_metadata
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 
@@ -100,6 +101,11 @@ class FolderSource(FrameSource):
             raise CorruptFrame(f"{path}: not a decodable image ({exc.err})") from exc
         if image is None or image.size == 0:
             raise CorruptFrame(f"{path}: not a decodable image")
+        # Kept frames are stored as the file itself when its pixels are used as they decode.
+        as_decoded = image.dtype == np.uint8 and (image.ndim == 2 or image.shape[2] == 3)
+        self.encoded = None
+        if as_decoded and path.suffix.lower() in {".jpg", ".jpeg"}:
+            self.encoded = without_metadata(data)
         if image.ndim == 3 and image.shape[2] == 4:
             image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
         if image.dtype != np.uint8:

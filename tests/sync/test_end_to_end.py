@@ -26,7 +26,9 @@ import pytest
 from appliance.config import Settings
 from appliance.service import Service
 from appliance.wiring import add_components
+from hardware.sources.jpeg import without_metadata
 from tests.conftest import SPAWNED
+from tests.hardware.jpegs import SECRET, jpeg_with_metadata
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -251,6 +253,39 @@ def test_frames_policy_sends_masked_whole_frames(
         assert image[8:112, 8:152].max() <= 10, f"masked region not black in {key}"
         assert image[130:, 170:].mean() > 100, "the rest of the frame is intact"
     assert [k for k in bucket.list_keys() if k.endswith("map.png")]
+
+
+def test_frames_from_jpeg_files_leave_as_they_came_without_metadata(
+    make_settings: Callable[..., Settings], tmp_path: Path, bucket: Any
+) -> None:
+    """A folder of camera JPEGs: the frame that lands is the file itself, less EXIF and the rest."""
+    folder = parts_folder(tmp_path / "parts", 10)
+    originals = {}
+    for png in sorted(folder.glob("*.png")):
+        data = jpeg_with_metadata(cv2.imread(str(png), cv2.IMREAD_UNCHANGED))
+        png.with_suffix(".jpg").write_bytes(data)
+        png.unlink()
+        originals[png.stem] = data
+    settings = service_settings(
+        make_settings,
+        folder,
+        {
+            "target": f"s3://{bucket.name}",
+            "endpoint_url": bucket.endpoint,
+            "policy": "frames",
+            "hard_cases": {"classes": {"classes": ["defect"]}},
+        },
+    )
+    with running(settings) as service:
+        wait_for(lambda: production_done(service, 10), 30, "production to end")
+        worker = service.components["sync"]
+        wait_for(lambda: worker.health()["backlog"]["cases"] == 0 and worker.cases > 0, 30, "cases to sync")
+    stripped = {without_metadata(data) for data in originals.values()}
+    frames = [bucket.get(k) for k in bucket.list_keys() if k.endswith("frame.jpg")]
+    assert frames
+    for data in frames:
+        assert SECRET not in data
+        assert data in stripped, "the frame was encoded again instead of kept as its file"
 
 
 @pytest.mark.slow

@@ -142,3 +142,27 @@ def test_age_limit_and_no_alarm_when_pixels_never_leave(tmp_path: Path, writer: 
     assert store.count == 0 and store.bytes_total == 0
     conn.close()
     assert ALARM_KEY not in [a.kind for a in events.alarms()]
+
+
+def test_a_frame_read_from_a_jpeg_is_kept_as_that_file(tmp_path: Path, writer: StoreWriter) -> None:
+    store = ImageStore(tmp_path / "images", ImagesConfig(jpeg_quality=50), EventBus())
+    image = np.random.default_rng(3).integers(0, 255, (240, 320), dtype=np.uint8)
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 97])
+    assert ok
+    verdict = make_verdict("part-j", verdict="fail", score=0.9)
+    writer.put(verdict)
+    frame = Frame(
+        "line1",
+        "cam1",
+        "part-j",
+        0,
+        verdict.ts_capture_ms,
+        time.monotonic(),
+        image,
+        encoded=encoded.tobytes(),
+    )
+    saved = store.save(frame, verdict, "fail")
+    assert saved is not None
+    # Not encoded again at quality 50: the file is the source's own bytes.
+    assert (tmp_path / "images" / saved.path).read_bytes() == encoded.tobytes()
+    assert saved.bytes == len(encoded) and (saved.width, saved.height) == (320, 240)

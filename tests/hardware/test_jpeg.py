@@ -1,0 +1,88 @@
+"""Keeping a JPEG file as it came, less its metadata: the same pixels, no EXIF, XMP or comments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from hardware.sources.folder import FolderSource
+from hardware.sources.jpeg import without_metadata
+from tests.hardware.jpegs import SECRET, jpeg_with_metadata, segment
+
+DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+
+
+def decode(data: bytes) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert image is not None
+    return image
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_metadata_goes_and_the_pixels_stay(channels: int) -> None:
+    rng = np.random.default_rng(channels)
+    shape = (120, 160) if channels == 1 else (120, 160, 3)
+    original = jpeg_with_metadata(rng.integers(0, 255, shape, dtype=np.uint8), adobe=channels == 3)
+    assert SECRET in original
+    kept = without_metadata(original)
+    assert kept is not None
+    assert SECRET not in kept
+    assert np.array_equal(decode(kept), decode(original))
+    assert kept[2:4] == b"\xff\xe0" and b"JFIF" in kept[:20]  # the JFIF header stays
+    assert (b"Adobe" in kept) == (channels == 3)  # so does the colour-transform marker
+    assert kept.endswith(b"\xff\xd9")
+
+
+def test_a_file_without_metadata_is_kept_byte_for_byte() -> None:
+    ok, encoded = cv2.imencode(".jpg", np.full((64, 64), 128, np.uint8))
+    assert ok
+    assert without_metadata(encoded.tobytes()) == encoded.tobytes()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x89PNG\r\n\x1a\n" + b"\x00" * 64,  # not a JPEG
+        b"\xff\xd8" + segment(0xE1, b"Exif\x00\x00")[:3],  # cut inside a segment header
+        b"\xff\xd8\xff\xe1\xff\xff" + b"\x00" * 16,  # a length past the end
+        b"\xff\xd8\x00\x01\x02\x03\x04\x05",  # no marker where one must be
+        b"\xff\xd8" + segment(0xE0, b"JFIF\x00"),  # no scan at all
+    ],
+)
+def test_headers_it_cannot_read_are_left_to_the_encoder(data: bytes) -> None:
+    assert without_metadata(data) is None
+
+
+def test_folder_source_hands_over_jpegs_as_they_came(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    (tmp_path / "a.jpg").write_bytes(jpeg_with_metadata(rng.integers(0, 255, (48, 64), dtype=np.uint8)))
+    cv2.imwrite(str(tmp_path / "b.png"), rng.integers(0, 255, (48, 64), dtype=np.uint8))
+    cv2.imwrite(str(tmp_path / "c.png"), rng.integers(0, 255, (48, 64, 4), dtype=np.uint8))
+    source = FolderSource(tmp_path, loop=False)
+    source.open()
+    seen = {}
+    for name in ("a.jpg", "b.png", "c.png"):
+        source.grab()
+        image = source.retrieve()
+        seen[name] = source.encoded
+        if source.encoded is not None:
+            assert np.array_equal(decode(source.encoded), image)
+    assert seen["a.jpg"] is not None and SECRET not in seen["a.jpg"]
+    assert seen["b.png"] is None and seen["c.png"] is None  # encoded on the box when kept
+
+
+def test_dataset_photos_keep_their_pixels() -> None:
+    folder = DATASETS / "magnetic-tile"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is not here (the shared datasets)")
+    photos = sorted(folder.rglob("*.jpg"))
+    assert photos
+    for path in photos[:: max(1, len(photos) // 40)]:
+        data = path.read_bytes()
+        kept = without_metadata(data)
+        assert kept is not None, path
+        assert np.array_equal(decode(kept), decode(data)), path
