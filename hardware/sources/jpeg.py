@@ -10,15 +10,17 @@ from __future__ import annotations
 
 _SOI = b"\xff\xd8"
 _SOS = 0xDA
+_COM = 0xFE
 _KEPT_APP = {0xE0, 0xE2, 0xEE}  # APP0 JFIF, APP2 ICC profile, APP14 Adobe (colour transform)
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn carry no length
 
 
 def without_metadata(data: bytes) -> bytes | None:
-    """The JPEG without its APPn (other than JFIF, ICC, Adobe) and COM segments.
+    """The JPEG without the APPn (other than JFIF, ICC, Adobe) and COM segments of its header.
 
-    None when the header is not a well-formed JPEG header (the caller then encodes the pixels):
-    the scan data after SOS is copied untouched, so the pixels are exactly the original's.
+    None when the header is not a well-formed JPEG header (the caller then encodes the pixels).
+    Everything from the first scan (SOS) on is copied untouched, so the pixels are exactly the
+    original's; EXIF, XMP and IPTC live in the header.
     """
     if not data.startswith(_SOI):
         return None
@@ -41,7 +43,8 @@ def without_metadata(data: bytes) -> bytes | None:
         if marker == _SOS:
             kept.append(data[at:])  # header, then the entropy-coded data up to EOI
             return b"".join(kept)
-        if not (0xE1 <= marker <= 0xEF or marker == 0xFE) or marker in _KEPT_APP:
+        metadata = (0xE1 <= marker <= 0xEF and marker not in _KEPT_APP) or marker == _COM
+        if not metadata:
             kept.append(data[at:end])
         at = end
     return None
