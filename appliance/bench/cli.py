@@ -202,6 +202,7 @@ def run_all(
         "raw_infer_fps": infer["raw_infer_fps"],
         "infer_cpu_ms": infer["infer_cpu_ms"],
         "escalated_fraction": infer["escalated_fraction"],
+        "sampled_frames": decode["sampled_frames"],
         "cpu_budget_fps": budget,
         "pipeline_fps": pipeline_fps,
         "pipeline_fps_runs": [run["parts_per_s"] for run in runs],

@@ -227,10 +227,8 @@ def test_crops_never_send_a_full_frame_and_masks_are_black(
     assert masked_seen > 0, "no crop overlapped the mask; the test proves nothing"
 
 
-def test_frames_policy_sends_masked_whole_frames(
-    make_settings: Callable[..., Settings], tmp_path: Path, bucket: Any
-) -> None:
-    folder = parts_folder(tmp_path / "parts", 10)
+def sync_whole_frames(make_settings: Callable[..., Settings], folder: Path, bucket: Any, **sync: Any) -> None:
+    """Ten parts from `folder` through a service whose policy sends whole frames, until synced."""
     settings = service_settings(
         make_settings,
         folder,
@@ -238,14 +236,20 @@ def test_frames_policy_sends_masked_whole_frames(
             "target": f"s3://{bucket.name}",
             "endpoint_url": bucket.endpoint,
             "policy": "frames",
-            "masks": {"cam1": [MASK]},
             "hard_cases": {"classes": {"classes": ["defect"]}},
+            **sync,
         },
     )
     with running(settings) as service:
         wait_for(lambda: production_done(service, 10), 30, "production to end")
         worker = service.components["sync"]
         wait_for(lambda: worker.health()["backlog"]["cases"] == 0 and worker.cases > 0, 30, "cases to sync")
+
+
+def test_frames_policy_sends_masked_whole_frames(
+    make_settings: Callable[..., Settings], tmp_path: Path, bucket: Any
+) -> None:
+    sync_whole_frames(make_settings, parts_folder(tmp_path / "parts", 10), bucket, masks={"cam1": [MASK]})
     frames = {k: v for k, v in _jpegs(bucket).items() if k.endswith("frame.jpg")}
     assert frames
     for key, image in frames.items():
@@ -260,27 +264,13 @@ def test_frames_from_jpeg_files_leave_as_they_came_without_metadata(
 ) -> None:
     """A folder of camera JPEGs: the frame that lands is the file itself, less EXIF and the rest."""
     folder = parts_folder(tmp_path / "parts", 10)
-    originals = {}
+    originals = []
     for png in sorted(folder.glob("*.png")):
-        data = jpeg_with_metadata(cv2.imread(str(png), cv2.IMREAD_UNCHANGED))
-        png.with_suffix(".jpg").write_bytes(data)
+        originals.append(jpeg_with_metadata(cv2.imread(str(png), cv2.IMREAD_UNCHANGED)))
+        png.with_suffix(".jpg").write_bytes(originals[-1])
         png.unlink()
-        originals[png.stem] = data
-    settings = service_settings(
-        make_settings,
-        folder,
-        {
-            "target": f"s3://{bucket.name}",
-            "endpoint_url": bucket.endpoint,
-            "policy": "frames",
-            "hard_cases": {"classes": {"classes": ["defect"]}},
-        },
-    )
-    with running(settings) as service:
-        wait_for(lambda: production_done(service, 10), 30, "production to end")
-        worker = service.components["sync"]
-        wait_for(lambda: worker.health()["backlog"]["cases"] == 0 and worker.cases > 0, 30, "cases to sync")
-    stripped = {without_metadata(data) for data in originals.values()}
+    sync_whole_frames(make_settings, folder, bucket)
+    stripped = {without_metadata(data) for data in originals}
     frames = [bucket.get(k) for k in bucket.list_keys() if k.endswith("frame.jpg")]
     assert frames
     for data in frames:
