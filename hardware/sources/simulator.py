@@ -176,17 +176,17 @@ class _Grid:
 
 @functools.lru_cache(maxsize=8)
 def _grid(h: int, w: int) -> _Grid:
-    x = np.linspace(0, 1, w, dtype=np.float32)
     across = np.linspace(-1, 1, w, dtype=np.float32)
-    return _Grid(
-        h=h,
-        w=w,
-        x=x,
-        y=np.linspace(0, 1, h, dtype=np.float32),
-        tilt=np.linspace(-1, 1, h, dtype=np.float32)[:, None],
-        face_wave=(1 + 0.3 * np.sin(np.linspace(0, 3, h, dtype=np.float32)))[:, None],
-        arc=across * across,
-    )
+    arrays: dict[str, np.ndarray] = {
+        "x": np.linspace(0, 1, w, dtype=np.float32),
+        "y": np.linspace(0, 1, h, dtype=np.float32),
+        "tilt": np.linspace(-1, 1, h, dtype=np.float32)[:, None],
+        "face_wave": (1 + 0.3 * np.sin(np.linspace(0, 3, h, dtype=np.float32)))[:, None],
+        "arc": across * across,
+    }
+    for array in arrays.values():
+        array.flags.writeable = False  # shared by every part and thread: never edited in place
+    return _Grid(h=h, w=w, **arrays)
 
 
 def _light(grid: _Grid, draw: random.Random) -> np.ndarray:
