@@ -65,14 +65,14 @@ class LiveView:
         """Keep `snap` in the recent-frames ring (the latest revision of a part replaces older ones)."""
         old = self._frames.pop(snap.frame.part_id, None)
         if old is not None:
-            self._frames_bytes -= old.frame.image.nbytes
+            self._frames_bytes -= _held_bytes(old)
         self._frames[snap.frame.part_id] = snap
-        self._frames_bytes += snap.frame.image.nbytes
+        self._frames_bytes += _held_bytes(snap)
         while self._frames and (
             len(self._frames) > self._keep_frames or self._frames_bytes > self._keep_bytes
         ):
             _, dropped = self._frames.popitem(last=False)
-            self._frames_bytes -= dropped.frame.image.nbytes
+            self._frames_bytes -= _held_bytes(dropped)
 
     def recent(self, part_id: str) -> Snapshot | None:
         """The frame and latest verdict of a recently judged part, if still in the ring."""
@@ -140,3 +140,8 @@ def annotate(frame: Frame, verdict: Verdict, *, quality: int = 80) -> bytes:
     cv2.putText(canvas, label, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
     ok, data = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, quality])
     return data.tobytes() if ok else b""
+
+
+def _held_bytes(snap: Snapshot) -> int:
+    """What a snapshot's frame holds in memory: its pixels and the source's own JPEG, if any."""
+    return snap.frame.image.nbytes + len(snap.frame.encoded or b"")

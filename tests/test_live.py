@@ -44,6 +44,15 @@ def test_ring_is_bounded_by_count_and_bytes() -> None:
         f = frame(i, size=10)  # 100 bytes each
         big.observe(f, verdict(f))
     assert sum(big.recent(f"c1-{i}") is not None for i in range(5)) == 2
+    # A frame read from a JPEG file also holds the file's bytes: they count too.
+    with_files = LiveView(keep_frames=100, keep_bytes=250)
+    for i in range(5):
+        f = frame(i, size=10)
+        f = Frame(
+            f.line, f.camera, f.part_id, f.index, f.ts_capture_ms, f.t_capture, f.image, encoded=b"j" * 50
+        )
+        with_files.observe(f, verdict(f))
+    assert sum(with_files.recent(f"c1-{i}") is not None for i in range(5)) == 1
 
 
 def test_refinement_replaces_the_part_but_not_the_live_frame() -> None:

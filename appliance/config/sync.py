@@ -68,7 +68,7 @@ class ImagesConfig(Section):
         ge=50,
         le=100,
         description="JPEG quality of kept frames encoded on the box (frames read from JPEG files are kept as "
-        "they came, without their metadata).",
+        "those files, without metadata, thumbnails or trailers).",
     )
     queue_size: int = Field(64, ge=1, le=4096, description="Frames waiting to be written (then dropped).")
 

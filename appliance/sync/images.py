@@ -1,7 +1,7 @@
 """Frames kept on disk at capture time, within a disk budget: the writer of the `images` table.
 
-Frames are JPEG (a frame read from a JPEG file is kept as that file, less its metadata: no
-second lossy encoding, no encoding cost), defect maps PNG, under
+Frames are JPEG (a frame read from a JPEG file is kept as that file, less its metadata,
+thumbnails and trailers: no second lossy encoding, no encoding cost), defect maps PNG, under
 ``<state_dir>/images/yyyy/mm/dd/<line>/`` (paths in the table are relative to
 ``<state_dir>/images``). When the budget or the age limit is exceeded,
 images go in this order, oldest first within each class:

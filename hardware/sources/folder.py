@@ -89,6 +89,7 @@ class FolderSource(FrameSource):
     def retrieve(self) -> np.ndarray:
         """Read and decode the current file; CorruptFrame names it when it is bad."""
         path = self.current
+        self.truth = self.encoded = None  # nothing of the last file stays if this one is bad
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -103,7 +104,6 @@ class FolderSource(FrameSource):
             raise CorruptFrame(f"{path}: not a decodable image")
         # Kept frames are stored as the file itself when its pixels are used as they decode.
         as_decoded = image.dtype == np.uint8 and (image.ndim == 2 or image.shape[2] == 3)
-        self.encoded = None
         if as_decoded and path.suffix.lower() in {".jpg", ".jpeg"}:
             self.encoded = without_metadata(data)
         if image.ndim == 3 and image.shape[2] == 4:

@@ -141,7 +141,8 @@ class LineSimulator(FrameSource):
             _DRAW[kind](surface, streaks, grain, np.random.default_rng((part_seed, 1)))
         image: np.ndarray = surface * light
         _end_arc(image, draw)
-        return cv2.convertScaleAbs(image)  # rounds and saturates to uint8 in one GIL-free call
+        np.maximum(image, 0, out=image)  # a deep uneven-grinding streak can dip below 0
+        return cv2.convertScaleAbs(image)  # rounds and saturates at 255, in one GIL-free call
 
 
 # --- helpers ----------------------------------------------------------------------------------

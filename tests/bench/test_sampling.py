@@ -25,7 +25,7 @@ def test_the_sample_spans_a_folder_sorted_by_class(
         settings=settings,
         line=settings.lines[0],
         source=FolderSource(path=tmp_path),
-        seconds=0.3,
+        seconds=0.5,
         cores=1,
         workdir=tmp_path,
         progress=lambda _: None,

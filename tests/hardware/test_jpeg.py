@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from hardware.sources.folder import FolderSource
 from hardware.sources.jpeg import without_metadata
-from tests.hardware.jpegs import SECRET, jpeg_with_metadata, segment
+from tests.hardware.jpegs import SECRET, after_jfif, encode, jpeg_with_metadata, segment
 
 DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 
@@ -86,3 +87,64 @@ def test_dataset_photos_keep_their_pixels() -> None:
         kept = without_metadata(data)
         assert kept is not None, path
         assert np.array_equal(decode(kept), decode(data)), path
+
+
+def _image(channels: int = 1, seed: int = 0) -> np.ndarray:
+    shape = (96, 128) if channels == 1 else (96, 128, 3)
+    return np.random.default_rng(seed).integers(0, 255, shape, dtype=np.uint8)
+
+
+def _kept_clean(original: bytes) -> bytes:
+    kept = without_metadata(original)
+    assert kept is not None
+    assert SECRET not in kept
+    assert np.array_equal(decode(kept), decode(original))
+    return kept
+
+
+def test_a_trailer_after_the_image_goes() -> None:
+    # Multi-picture files append whole JPEGs (previews, with their own EXIF) after the end.
+    first = encode(_image())
+    kept = _kept_clean(first + jpeg_with_metadata(_image(seed=1)) + SECRET)
+    assert kept == first
+
+
+def test_segments_between_the_scans_of_a_progressive_jpeg_go() -> None:
+    data = encode(_image(3), progressive=True)
+    second_scan = data.index(b"\xff\xda", data.index(b"\xff\xda") + 2)
+    tucked = data[:second_scan] + segment(0xFE, SECRET) + segment(0xE1, b"Exif\x00\x00" + SECRET)
+    kept = _kept_clean(tucked + data[second_scan:])
+    assert kept == data
+
+
+def test_thumbnails_and_unknown_payloads_of_kept_markers_go() -> None:
+    data = encode(_image())
+    jfif = data[6:20]  # the JFIF payload without thumbnail: "JFIF\0", version, units, densities, 0, 0
+    width = len(SECRET) // 3 + 1
+    thumbnail = segment(0xE0, jfif[:12] + bytes([width, 1]) + SECRET.ljust(3 * width, b"."))
+    extra = (
+        segment(0xE0, b"JFXX\x00\x10" + SECRET)  # JFIF extension thumbnail
+        + segment(0xE2, b"FPXR\x00" + SECRET)  # FlashPix, not an ICC profile
+        + segment(0xE2, b"ICC_PROFILE\x00\x01\x01" + b"profile")
+        + segment(0xEE, b"NotAdobe" + SECRET)
+    )
+    kept = _kept_clean(data[:2] + thumbnail + extra + data[20:])
+    assert b"ICC_PROFILE\x00\x01\x01profile" in kept  # colour management stays
+    assert kept.count(b"JFIF\x00") == 1 and kept[2:20] == data[2:20]  # header, thumbnail 0x0
+
+
+@pytest.mark.parametrize(
+    ("what", "edit"),
+    [
+        ("a DNL segment (could carry anything)", lambda d: after_jfif(d, segment(0xDC, SECRET))),
+        ("arithmetic coding", lambda d: d.replace(b"\xff\xc0", b"\xff\xc9", 1)),
+        ("four components (CMYK)", lambda d: _sof_components(d, 4)),
+    ],
+)
+def test_what_the_allowlist_does_not_know_is_encoded_instead(what: str, edit: Any) -> None:
+    assert without_metadata(edit(encode(_image()))) is None, what
+
+
+def _sof_components(data: bytes, count: int) -> bytes:
+    sof = data.index(b"\xff\xc0")
+    return data[: sof + 9] + bytes([count]) + data[sof + 10 :]
