@@ -32,7 +32,7 @@ class Frame:
     t_capture: float  # time.monotonic() at grab, for latencies immune to clock steps
     image: np.ndarray = field(repr=False, compare=False)
     truth: str | None = None
-    #: The source's own JPEG of these pixels (metadata removed), where it has one: kept as is.
+    #: The JPEG file these pixels were decoded from, where the source has one (kept as that file).
     encoded: bytes | None = field(default=None, repr=False, compare=False)
 
 

@@ -33,6 +33,7 @@ from appliance.config import ImagesConfig
 from appliance.events import EventBus
 from appliance.results import Frame, Verdict, now_ms
 from appliance.sync.privacy import encode_jpeg, encode_png
+from hardware.sources.jpeg import without_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +116,10 @@ class ImageStore:
         rel_map = f"{folder}/{name}.map.png" if verdict.defect_map is not None else None
         created: list[str] = []
         try:
-            data = frame.encoded or encode_jpeg(frame.image, self.config.jpeg_quality)
+            # A frame read from a JPEG file is kept as that file, less its metadata (None: it
+            # holds something the allowlist does not know, so the pixels are encoded).
+            data = without_metadata(frame.encoded) if frame.encoded else None
+            data = data or encode_jpeg(frame.image, self.config.jpeg_quality)
             # The frame's file is created exclusively: a part kept before (e.g. before a
             # restart, then refined) keeps its files; this second copy is not written.
             written = self._write(rel, data, created, exclusive=True)

@@ -35,9 +35,9 @@ class FrameSource(ABC):
     #: Ground truth of the frame last retrieved, where the source knows it (the simulator, a
     #: labelled dataset folder); None otherwise. Used by the demo and the bench, never by models.
     truth: str | None = None
-    #: The frame last retrieved as JPEG bytes (metadata removed: hardware/sources/jpeg.py) that
-    #: decode to exactly the pixels retrieve() returned, where the source reads JPEG files;
-    #: None otherwise. Kept frames are stored as these bytes instead of being encoded again.
+    #: The JPEG file the frame last retrieved was decoded from, where retrieve() returned its
+    #: pixels unconverted; None otherwise. A kept frame is stored as this file, less its
+    #: metadata (hardware/sources/jpeg.py), instead of being encoded again.
     encoded: bytes | None = None
 
     @abstractmethod

@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 
 from hardware.sources.base import CorruptFrame, EndOfStream, FrameSource, SourceError
-from hardware.sources.jpeg import without_metadata
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 
@@ -105,7 +104,7 @@ class FolderSource(FrameSource):
         # Kept frames are stored as the file itself when its pixels are used as they decode.
         as_decoded = image.dtype == np.uint8 and (image.ndim == 2 or image.shape[2] == 3)
         if as_decoded and path.suffix.lower() in {".jpg", ".jpeg"}:
-            self.encoded = without_metadata(data)
+            self.encoded = data
         if image.ndim == 3 and image.shape[2] == 4:
             image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
         if image.dtype != np.uint8:

@@ -14,6 +14,8 @@ from appliance.results import Frame
 from appliance.store.db import connect
 from appliance.store.writer import StoreWriter
 from appliance.sync.images import ALARM_KEY, ImageStore, SavedImage
+from hardware.sources.jpeg import without_metadata
+from tests.hardware.jpegs import SECRET, after_jfif, jpeg_with_metadata, segment
 from tests.sync.support import flush, make_verdict, mark_hard_case
 
 
@@ -147,22 +149,18 @@ def test_age_limit_and_no_alarm_when_pixels_never_leave(tmp_path: Path, writer: 
 def test_a_frame_read_from_a_jpeg_is_kept_as_that_file(tmp_path: Path, writer: StoreWriter) -> None:
     store = ImageStore(tmp_path / "images", ImagesConfig(jpeg_quality=50), EventBus())
     image = np.random.default_rng(3).integers(0, 255, (240, 320), dtype=np.uint8)
-    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 97])
-    assert ok
-    verdict = make_verdict("part-j", verdict="fail", score=0.9)
-    writer.put(verdict)
-    frame = Frame(
-        "line1",
-        "cam1",
-        "part-j",
-        0,
-        verdict.ts_capture_ms,
-        time.monotonic(),
-        image,
-        encoded=encoded.tobytes(),
-    )
-    saved = store.save(frame, verdict, "fail")
-    assert saved is not None
-    # Not encoded again at quality 50: the file is the source's own bytes.
-    assert (tmp_path / "images" / saved.path).read_bytes() == encoded.tobytes()
-    assert saved.bytes == len(encoded) and (saved.width, saved.height) == (320, 240)
+    original = jpeg_with_metadata(image)
+    kept = []
+    for part, encoded in (("part-j", original), ("part-d", after_jfif(original, segment(0xDC, b"?")))):
+        verdict = make_verdict(part, verdict="fail", score=0.9)
+        writer.put(verdict)
+        frame = Frame(
+            "line1", "cam1", part, 0, verdict.ts_capture_ms, time.monotonic(), image, encoded=encoded
+        )
+        saved = store.save(frame, verdict, "fail")
+        assert saved is not None and (saved.width, saved.height) == (320, 240)
+        kept.append((tmp_path / "images" / saved.path).read_bytes())
+    # The file less its metadata, not encoded again at quality 50.
+    assert kept[0] == without_metadata(original) and SECRET not in kept[0]
+    # A file with a segment the allowlist does not know: the pixels are encoded instead.
+    assert SECRET not in kept[1] and len(kept[1]) < len(kept[0])
