@@ -34,7 +34,7 @@ def without_metadata(data: bytes) -> bytes | None:
         segment = _segment(data, at)
         if segment is None:
             return None
-        marker, end = segment
+        marker, at, end = segment  # `at` past any fill bytes: the marker's own 0xFF
         if marker == _EOI:
             kept.append(data[at:end])
             return b"".join(kept)  # a trailer after the end of the image is dropped
@@ -68,8 +68,9 @@ def without_metadata(data: bytes) -> bytes | None:
         at = end
 
 
-def _segment(data: bytes, at: int) -> tuple[int, int] | None:
-    """(marker, end) of the marker segment at `at` (after any fill bytes); None if malformed."""
+def _segment(data: bytes, at: int) -> tuple[int, int, int] | None:
+    """(marker, start, end) of the marker segment at `at`, `start` after any fill bytes; None if
+    malformed."""
     if at >= len(data) or data[at] != 0xFF:
         return None
     while at + 1 < len(data) and data[at + 1] == 0xFF:
@@ -78,13 +79,13 @@ def _segment(data: bytes, at: int) -> tuple[int, int] | None:
         return None
     marker = data[at + 1]
     if marker == _EOI:
-        return marker, at + 2
+        return marker, at, at + 2
     if marker == _SOI or marker in _RST or marker == 0x00 or at + 4 > len(data):
         return None
     end = at + 2 + int.from_bytes(data[at + 2 : at + 4], "big")
     if end < at + 4 or end > len(data):
         return None
-    return marker, end
+    return marker, at, end
 
 
 def _scan_end(data: bytes, at: int) -> int | None:

@@ -149,3 +149,12 @@ def test_what_the_allowlist_does_not_know_is_encoded_instead(what: str, edit: An
 def _sof_components(data: bytes, count: int) -> bytes:
     sof = data.index(b"\xff\xc0")
     return data[: sof + 9] + bytes([count]) + data[sof + 10 :]
+
+
+def test_fill_bytes_before_markers_are_read_through() -> None:
+    data = encode(_image(3))
+    padded = data[:2] + b"\xff\xff" + data[2:]  # fill before the JFIF header
+    sof = padded.index(b"\xff\xc0")
+    padded = padded[:sof] + b"\xff" + padded[sof:]  # and before the frame header
+    kept = _kept_clean(padded)
+    assert kept == data  # the JFIF header recognised and kept, the frame accepted
