@@ -13,8 +13,6 @@ from hardware.sources.folder import FolderSource
 from hardware.sources.jpeg import without_metadata
 from tests.hardware.jpegs import SECRET, after_jfif, encode, jpeg_with_metadata, segment
 
-DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
-
 
 def decode(data: bytes) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -77,10 +75,10 @@ def test_folder_source_hands_over_jpeg_files_as_they_came(tmp_path: Path) -> Non
     assert seen["b.png"] is None and seen["c.png"] is None  # encoded on the box when kept
 
 
-def test_dataset_photos_keep_their_pixels() -> None:
-    folder = DATASETS / "magnetic-tile"
+def test_dataset_photos_keep_their_pixels(datasets: Path) -> None:
+    folder = datasets / "magnetic-tile"
     if not folder.is_dir():
-        pytest.skip(f"{folder} is not here (the shared datasets)")
+        pytest.skip(f"{folder} is absent (set APPLIANCE_DATASETS)")
     photos = sorted(folder.rglob("*.jpg"))
     assert photos
     for path in photos[:: max(1, len(photos) // 40)]:
