@@ -55,6 +55,9 @@ class CpuClock:
         self.wall_s = time.perf_counter() - self._wall0
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # /proc stat times are in these
+
+
 def thread_cpu_s() -> dict[str, float]:
     """CPU seconds (user + system) used so far by each live thread of this process, by role.
 
@@ -82,7 +85,7 @@ def thread_cpu_s() -> dict[str, float]:
 def _stat_cpu_s(stat: Path) -> float:
     """User + system CPU seconds from a /proc `stat` file (of a process or a thread)."""
     fields = stat.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
 def process_cpu_s(pid: int | None) -> float | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.bench.cli import render_table
 from tests.conftest import REPO
 
 CONTRACT = {
@@ -89,7 +90,5 @@ source = {{ kind = "simulator", width = 64, height = 64 }}
         expected = figures["pipeline_fps"] * (1 - figures["publish_cost"])
         assert figures["capacity"]["max_fps"] == pytest.approx(expected)
     assert figures["sync_drain_rows_per_s"] and figures["sync_drain_rows_per_s"] > 0
-    from appliance.bench.cli import render_table
-
     table = render_table(figures)  # what `appliance bench` prints without --json
     assert "x single frame (target <= 5)" in table and "every core" in table
