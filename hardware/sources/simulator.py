@@ -122,8 +122,8 @@ class LineSimulator(FrameSource):
         """One part: a crop of a base surface, lit, with the defect drawn on it."""
         self.open()
         # Scalars come from Python's generator: a numpy scalar draw costs a microsecond with the
-        # GIL held, and a part takes about sixty of them; the bench's renderers then could not
-        # run side by side. The pixel work below is whole-array operations that release the GIL.
+        # GIL held, and a part takes about sixty of them. The pixel work below is whole-array
+        # operations that release the GIL.
         draw = random.Random(part_seed)
         h, w = self.height, self.width
         material = self._materials[draw.randrange(len(self._materials))]
