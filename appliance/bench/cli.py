@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.bench import delivery, phases
+from appliance.bench.processes import parallel_processes_phase
 from appliance.bench.sampling import peak_rss_mb
 from appliance.config import (
     ConfigError,
@@ -122,6 +123,20 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _processes(ctx: phases.BenchContext) -> dict[str, Any]:
+    """The process-per-core loop, or None figures and why when processes cannot be spawned here."""
+    try:
+        return parallel_processes_phase(ctx)
+    except (OSError, RuntimeError) as exc:
+        logger.warning("process-per-core loop skipped: %s", exc)
+        return {
+            "parallel_processes_fps": None,
+            "parallel_processes_cpu_ms": None,
+            "parallel_processes_cpu_utilization": None,
+            "parallel_processes_note": f"skipped: {exc}",
+        }
+
+
 def run_all(
     ctx: phases.BenchContext,
     progress: Progress,
@@ -140,6 +155,9 @@ def run_all(
     budget = ctx.cores * 1000.0 / (decode["decode_cpu_ms"] + infer["infer_cpu_ms"])
     progress("decode + inference on every core at once")
     parallel = phases.parallel_phase(ctx)
+    progress("decode + inference, a process per core")
+    processes = _processes(ctx)
+    in_processes = processes["parallel_processes_fps"]
     progress("pipeline at maximum throughput")
     # The reference of most ratios: the median of three runs, so that one slow window on a
     # shared box does not skew them all.
@@ -212,6 +230,11 @@ def run_all(
         **parallel,
         "parallel_loop_vs_budget": parallel["parallel_loop_fps"] / budget,
         "pipeline_vs_parallel_loop": pipeline_fps / parallel["parallel_loop_fps"],
+        # The same loop in a process per core (no shared GIL): what the cores give this work.
+        **processes,
+        "parallel_processes_vs_budget": _ratio(in_processes, budget),
+        "parallel_loop_vs_processes": _ratio(parallel["parallel_loop_fps"], in_processes),
+        "pipeline_vs_parallel_processes": _ratio(pipeline_fps, in_processes),
         # Escalations the maximum windows closed unrefined (backlog full): work they skipped.
         "pipeline_unrefined": sum(run["unrefined"] for run in runs),
         # Share of the cores the pipeline actually got: well below 1, other processes took CPU
@@ -222,6 +245,8 @@ def run_all(
         "overhead_cpu_ms": peak["cpu_ms_per_part"] - decode["decode_cpu_ms"] - infer["infer_cpu_ms"],
         # Where the pipeline's CPU goes (capture = decode, inference = the ladder's threads).
         "cpu_ms_per_part_by_thread": peak["cpu_ms_per_part_by_thread"],
+        "pipeline_kernel_cpu_ms": peak["kernel_cpu_ms_per_part"],
+        "kernel_cpu_ms_per_part_by_thread": peak["kernel_cpu_ms_per_part_by_thread"],
         "service_ms": service_ms,
         "latency_measured_to": latency_to,
         **delivered,
@@ -314,6 +339,7 @@ def render_table(figures: dict[str, Any]) -> str:
             return "n/a"
         return f"{value:,.2f}{unit}" if isinstance(value, float) else f"{value}{unit}"
 
+    kernel_by_thread: dict[str, float] = figures["kernel_cpu_ms_per_part_by_thread"]
     rows = [
         ("model / ladder", " -> ".join(figures["ladder"]), ""),
         ("cores", fmt(figures["cores"]), ""),
@@ -338,6 +364,12 @@ def render_table(figures: dict[str, Any]) -> str:
             f"{fmt(figures['pipeline_vs_parallel_loop'])} x this",
         ),
         (
+            "the same, a process per core",
+            fmt(figures["parallel_processes_fps"], " fps"),
+            f"{fmt(figures['parallel_processes_vs_budget'])} x budget; threads = "
+            f"{fmt(figures['parallel_loop_vs_processes'])} x this (one GIL)",
+        ),
+        (
             "naive loop",
             fmt(figures["naive_fps"], " fps"),
             f"pipeline = {fmt(figures['pipeline_vs_naive'])} x naive (target >= 1.3)",
@@ -347,6 +379,12 @@ def render_table(figures: dict[str, Any]) -> str:
             "CPU per part, by thread",
             fmt(sum(figures["cpu_ms_per_part_by_thread"].values()), " CPU-ms"),
             ", ".join(f"{k} {v:.2f}" for k, v in list(figures["cpu_ms_per_part_by_thread"].items())[:6]),
+        ),
+        (
+            "of which in the kernel",
+            fmt(figures["pipeline_kernel_cpu_ms"], " CPU-ms"),
+            ", ".join(f"{k} {v:.2f}" for k, v in list(kernel_by_thread.items())[:4])
+            + f"; bare loop {fmt(figures['parallel_loop_kernel_cpu_ms'])}",
         ),
         ("service time", fmt(figures["service_ms"], " ms"), "decode + inference, one frame"),
         (

@@ -142,6 +142,36 @@ class _BareLadder:
         return False
 
 
+def bare_loop(ctx: BenchContext, index: int, start: Any, stop: Any) -> tuple[int, float]:
+    """Decode + ladder on this thread until `stop` is set: (frames, CPU seconds of the process).
+
+    `start` is a barrier passed once the source and sessions are ready (the first run of a
+    session is slow); `start`/`stop` are threading or multiprocessing primitives alike. The CPU
+    is this process's from the barrier on (all its threads: with one loop per process, its own).
+    """
+    source: FrameSource | None = None
+    try:
+        seeded = hasattr(ctx.source, "seed")
+        source = _open(ctx.source.model_copy(update={"seed": index}) if seeded else ctx.source, fps=0)
+        ladder = _BareLadder(ctx)
+        source.grab()
+        ladder.warm(source.retrieve())
+        start.wait()
+        cpu0, frames = time.process_time(), 0
+        while not stop.is_set():
+            source.grab()
+            try:
+                image = source.retrieve()
+            except CorruptFrame:
+                continue
+            ladder.judge(image)
+            frames += 1
+        return frames, time.process_time() - cpu0
+    finally:
+        if source is not None:
+            source.release()
+
+
 def parallel_phase(ctx: BenchContext) -> dict[str, Any]:
     """Decode + ladder in a bare loop on every core at once: the box's own limit for this work.
 
@@ -149,37 +179,21 @@ def parallel_phase(ctx: BenchContext) -> dict[str, Any]:
     (cv2 and onnxruntime release the GIL). Against the budget (per-frame CPU measured on one
     core, the others idle) it shows what running every core at once costs the same work here
     (shared caches and memory, the hypervisor, the GIL); against it, the pipeline's own cost.
+    `parallel_processes_phase` runs the same loop in a process per core, without the GIL.
     """
     start, stop = threading.Barrier(ctx.cores + 1, timeout=120), threading.Event()
     counts = [0] * ctx.cores
     failures: list[Exception] = []
 
     def loop(index: int) -> None:
-        source: FrameSource | None = None
         try:
-            seeded = hasattr(ctx.source, "seed")
-            source = _open(ctx.source.model_copy(update={"seed": index}) if seeded else ctx.source, fps=0)
-            ladder = _BareLadder(ctx)
-            source.grab()
-            ladder.warm(source.retrieve())
-            start.wait()
-            while not stop.is_set():
-                source.grab()
-                try:
-                    image = source.retrieve()
-                except CorruptFrame:
-                    continue
-                ladder.judge(image)
-                counts[index] += 1
+            counts[index] = bare_loop(ctx, index, start, stop)[0]
         except threading.BrokenBarrierError:
             pass  # another thread failed to get ready: its error is raised
         except Exception as exc:  # raised by the caller once every thread has ended
             failures.append(exc)
             start.abort()
             stop.set()
-        finally:
-            if source is not None:
-                source.release()
 
     threads = [threading.Thread(target=loop, args=(n,), name=f"bench-parallel-{n}") for n in range(ctx.cores)]
     for thread in threads:
@@ -201,6 +215,7 @@ def parallel_phase(ctx: BenchContext) -> dict[str, Any]:
     return {
         "parallel_loop_fps": frames / clock.wall_s,
         "parallel_loop_cpu_ms": clock.cpu_s * 1000.0 / max(1, frames),
+        "parallel_loop_kernel_cpu_ms": clock.kernel_s * 1000.0 / max(1, frames),
         "parallel_loop_cpu_utilization": clock.cpu_s / clock.wall_s / ctx.cores,
     }
 
@@ -396,7 +411,7 @@ def pipeline_phase(
         dropped0 = sum(c.dropped for c in service.cameras)
         start = time.perf_counter()
         start_ms = now_ms()
-        threads0 = thread_cpu_s()
+        threads0, kernel0 = thread_cpu_s(), thread_cpu_s(kernel_only=True)
         peer0 = process_cpu_s(delivery.peer_pid)
         with CpuClock() as clock:
             give_up = start + seconds + 60
@@ -410,6 +425,7 @@ def pipeline_phase(
         window_ms = (start_ms, now_ms())
         parts = ladder.parts - parts0
         by_thread = cpu_split(threads0, thread_cpu_s(), parts)
+        kernel_by_thread = cpu_split(kernel0, thread_cpu_s(kernel_only=True), parts)
         peer1 = process_cpu_s(delivery.peer_pid)
         committed = service.writer.last_seq - seq0
         dropped = sum(c.dropped for c in service.cameras) - dropped0
@@ -434,6 +450,9 @@ def pipeline_phase(
         "cpu_ms_per_part": clock.cpu_s * 1000.0 / max(1, parts),
         "cpu_utilization": clock.cpu_s / (clock.wall_s * ctx.cores),
         "cpu_ms_per_part_by_thread": by_thread,
+        # Of which in the kernel: system calls, page cache, futexes, creating files.
+        "kernel_cpu_ms_per_part": clock.kernel_s * 1000.0 / max(1, parts),
+        "kernel_cpu_ms_per_part_by_thread": kernel_by_thread,
         "peer_cpu_ms_per_part": (
             (peer1 - peer0) * 1000.0 / max(1, parts) if peer0 is not None and peer1 is not None else None
         ),

@@ -37,29 +37,33 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 class CpuClock:
-    """Process CPU time and wall time between start() and stop()."""
+    """Process CPU time (and the kernel's part of it) and wall time between start() and stop()."""
 
     def __init__(self) -> None:
         self.cpu_s = 0.0
+        self.kernel_s = 0.0
         self.wall_s = 0.0
         self._cpu0 = 0.0
+        self._kernel0 = 0.0
         self._wall0 = 0.0
 
     def __enter__(self) -> CpuClock:
         self._cpu0 = time.process_time()
+        self._kernel0 = resource.getrusage(resource.RUSAGE_SELF).ru_stime
         self._wall0 = time.perf_counter()
         return self
 
     def __exit__(self, *_: object) -> None:
         self.cpu_s = time.process_time() - self._cpu0
+        self.kernel_s = resource.getrusage(resource.RUSAGE_SELF).ru_stime - self._kernel0
         self.wall_s = time.perf_counter() - self._wall0
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # /proc stat times are in these
 
 
-def thread_cpu_s() -> dict[str, float]:
-    """CPU seconds (user + system) used so far by each live thread of this process, by role.
+def thread_cpu_s(kernel_only: bool = False) -> dict[str, float]:
+    """CPU seconds (user + system, or system only) used so far by each live thread, by role.
 
     Threads are named by role with a number (`inference-0`, `capture-cam1`): the numbers are
     dropped so that a role's threads add up. Empty where /proc is not available.
@@ -72,7 +76,7 @@ def thread_cpu_s() -> dict[str, float]:
         return used
     for tid in tasks:
         try:
-            cpu = _stat_cpu_s(Path(f"/proc/self/task/{tid}/stat"))
+            cpu = _stat_cpu_s(Path(f"/proc/self/task/{tid}/stat"), kernel_only)
         except OSError:
             continue  # ended meanwhile
         role = re.sub(r"[-_]?\d+$", "", names.get(int(tid), "native (onnxruntime, sqlite, ...)"))
@@ -82,10 +86,10 @@ def thread_cpu_s() -> dict[str, float]:
     return used
 
 
-def _stat_cpu_s(stat: Path) -> float:
-    """User + system CPU seconds from a /proc `stat` file (of a process or a thread)."""
+def _stat_cpu_s(stat: Path, kernel_only: bool = False) -> float:
+    """User + system (or system) CPU seconds from a /proc `stat` file (a process or a thread)."""
     fields = stat.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return (int(fields[12]) + (0 if kernel_only else int(fields[11]))) / _CLOCK_TICKS
 
 
 def process_cpu_s(pid: int | None) -> float | None:

@@ -72,6 +72,9 @@ source = {{ kind = "simulator", width = 64, height = 64 }}
     assert figures["pipeline_fps"] > 0 and figures["decode_fps"] > 0 and figures["naive_fps"] > 0
     assert figures["cpu_budget_fps"] > 0
     assert figures["parallel_loop_fps"] > 0 and 0 < figures["parallel_loop_cpu_utilization"] <= 1.05
+    assert figures["parallel_processes_fps"] > 0 and 0 < figures["parallel_processes_cpu_utilization"] <= 1.05
+    assert 0 <= figures["pipeline_kernel_cpu_ms"] < figures["overhead_cpu_ms"] + figures["infer_cpu_ms"] + 10
+    assert set(figures["kernel_cpu_ms_per_part_by_thread"]) <= set(figures["cpu_ms_per_part_by_thread"])
     assert figures["capacity"]["required_fps"] == 20
     assert isinstance(figures["capacity"]["fits"], bool)
     assert figures["pipeline_unrefined"] >= 0 and figures["overload_unrefined"] >= 0
@@ -92,3 +95,4 @@ source = {{ kind = "simulator", width = 64, height = 64 }}
     assert figures["sync_drain_rows_per_s"] and figures["sync_drain_rows_per_s"] > 0
     table = render_table(figures)  # what `appliance bench` prints without --json
     assert "x single frame (target <= 5)" in table and "every core" in table
+    assert "a process per core" in table and "in the kernel" in table
