@@ -243,6 +243,13 @@ def run_all(
         "naive_fps": naive["naive_fps"],
         "pipeline_vs_naive": pipeline_fps / naive["naive_fps"],
         "overhead_cpu_ms": peak["cpu_ms_per_part"] - decode["decode_cpu_ms"] - infer["infer_cpu_ms"],
+        # The same against decode + ladder as they run with every core busy (a process per
+        # core): the pipeline's own CPU, without what the box adds to the work itself.
+        "overhead_cpu_ms_vs_processes": (
+            peak["cpu_ms_per_part"] - processes["parallel_processes_cpu_ms"]
+            if processes["parallel_processes_cpu_ms"] is not None
+            else None
+        ),
         # Where the pipeline's CPU goes (capture = decode, inference = the ladder's threads).
         "cpu_ms_per_part_by_thread": peak["cpu_ms_per_part_by_thread"],
         "pipeline_kernel_cpu_ms": peak["kernel_cpu_ms_per_part"],
@@ -374,7 +381,11 @@ def render_table(figures: dict[str, Any]) -> str:
             fmt(figures["naive_fps"], " fps"),
             f"pipeline = {fmt(figures['pipeline_vs_naive'])} x naive (target >= 1.3)",
         ),
-        ("overhead", fmt(figures["overhead_cpu_ms"], " CPU-ms/frame"), "target <= 1.0"),
+        (
+            "overhead",
+            fmt(figures["overhead_cpu_ms"], " CPU-ms/frame"),
+            f"target <= 1.0; {fmt(figures['overhead_cpu_ms_vs_processes'])} beyond the process-per-core loop",
+        ),
         (
             "CPU per part, by thread",
             fmt(sum(figures["cpu_ms_per_part_by_thread"].values()), " CPU-ms"),
