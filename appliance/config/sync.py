@@ -70,7 +70,12 @@ class ImagesConfig(Section):
         description="JPEG quality of kept frames encoded on the box (frames read from JPEG files are kept as "
         "those files, without metadata, thumbnails or trailers).",
     )
-    queue_size: int = Field(64, ge=1, le=4096, description="Frames waiting to be written (then dropped).")
+    queue_size: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description="Frames waiting to be written (then dropped; their hard cases are still recorded).",
+    )
 
 
 Rect = tuple[int, int, int, int]

@@ -1,7 +1,9 @@
 """The keeper: the thread that writes kept frames and hard-case rows, evicts, and scans labels.
 
 The inference thread only hands it a `Job` (a bounded queue, never a wait): when the queue is
-full the job is dropped and counted. Jobs are written in small groups, one writer op each.
+full the frame is dropped and counted, but the job's hard-case rows are still recorded (the case
+goes to the cloud without its image), and a warning event says so, at most once a minute. Jobs
+are written in small groups, one writer op each.
 Every few seconds it evicts images beyond the budget or age, and turns operators' labels that
 contradict the latest verdict into `disputed` hard cases.
 """
@@ -32,6 +34,9 @@ logger = logging.getLogger(__name__)
 _GROUP = 32
 _HOUSEKEEPING_S = 5.0
 _RECENT = 4096
+# Hard-case rows of jobs whose frame was dropped, waiting for the keeper: a few bytes each.
+_CASES_WAITING = 10_000
+_DROP_EVENT_S = 60.0
 
 
 class Keeper:
@@ -54,6 +59,10 @@ class Keeper:
         self._conn: sqlite3.Connection | None = None
         self._drop_lock = threading.Lock()
         self.dropped = 0
+        self.cases_dropped = 0
+        self._cases_waiting: list[tuple[str, str, str]] = []
+        self._dropped_reported = 0
+        self._drop_event_at = 0.0
         self.jobs = 0
         self.last_error: str | None = None
         self.failed: str | None = None
@@ -99,13 +108,18 @@ class Keeper:
         )
 
     def submit(self, job: Job) -> bool:
-        """From the inference thread: enqueue or drop (counted); never waits."""
+        """From the inference thread: enqueue, or drop the frame (counted) but keep its hard cases."""
         try:
             self._queue.put_nowait(job)
             return True
         except queue.Full:
+            cases = [(job.frame.part_id, job.verdict.line, reason) for reason in job.reasons]
             with self._drop_lock:  # several inference workers may drop at once
                 self.dropped += 1
+                if len(self._cases_waiting) + len(cases) <= _CASES_WAITING:
+                    self._cases_waiting.extend(cases)
+                else:
+                    self.cases_dropped += len(cases)
             return False
 
     # --- the thread -----------------------------------------------------------------------
@@ -117,10 +131,12 @@ class Keeper:
             while True:
                 self.heartbeat = time.monotonic()
                 group = self._take_group()
-                if group:
-                    self._write(group)
+                cases = self._take_cases_waiting()
+                if group or cases:
+                    self._write(group, cases)
                 elif self._stop.is_set():
                     return
+                self._report_drops()
                 if time.monotonic() >= next_housekeeping and not self._stop.is_set():
                     next_housekeeping = time.monotonic() + _HOUSEKEEPING_S
                     self._housekeeping()
@@ -140,9 +156,29 @@ class Keeper:
                 break
         return group
 
-    def _write(self, group: list[Job]) -> None:
+    def _take_cases_waiting(self) -> list[tuple[str, str, str]]:
+        with self._drop_lock:
+            cases, self._cases_waiting = self._cases_waiting, []
+        return cases
+
+    def _report_drops(self) -> None:
+        """A warning event when frames were dropped since the last one, at most once a minute."""
+        dropped = self.dropped
+        if dropped == self._dropped_reported or time.monotonic() - self._drop_event_at < _DROP_EVENT_S:
+            return
+        self.events.emit(
+            "images_dropped",
+            f"image keeper behind: {dropped - self._dropped_reported} kept frame(s) dropped "
+            f"({dropped} since start; their hard cases are recorded without the image)",
+            "warning",
+            dropped=dropped - self._dropped_reported,
+            total=dropped,
+            cases_dropped=self.cases_dropped,
+        )
+        self._dropped_reported, self._drop_event_at = dropped, time.monotonic()
+
+    def _write(self, group: list[Job], cases: list[tuple[str, str, str]]) -> None:
         saved: list[SavedImage] = []
-        cases: list[tuple[str, str, str]] = []
         for job in group:
             self.jobs += 1
             part = job.frame.part_id
@@ -216,6 +252,7 @@ class Keeper:
             "retain": self.config.images.retain,
             "queue": self._queue.qsize(),
             "dropped": self.dropped,
+            "cases_dropped": self.cases_dropped,
             "last_error": self.last_error or self.failed,
             **self.store.health(),
             "hard_cases": self.selector.health(),

@@ -163,15 +163,52 @@ def test_keeper_writes_images_and_cases_off_the_inference_thread(
     assert ladder.hard_cases is None
 
 
-def test_keeper_drops_and_counts_when_its_queue_is_full(
+def test_keeper_drops_frames_when_its_queue_is_full_but_records_their_hard_cases(
     make_settings: Callable[..., Settings], writer: StoreWriter, ladder: Ladder
 ) -> None:
-    settings = make_settings(sync={"images": {"queue_size": 2, "retain": "all"}})
-    keeper = Keeper(settings, writer, EventBus(), {"line1": ladder})  # not started: nothing drains
+    settings = make_settings(
+        sync={
+            "images": {"queue_size": 2},
+            "hard_cases": {"classes": {"classes": ["crack"]}, "sample": {"enabled": False}},
+        }
+    )
+    events = EventBus()
+    keeper = Keeper(settings, writer, events, {"line1": ladder})  # not started: nothing drains
     for i in range(5):
-        verdict = make_verdict(f"p{i}")
+        verdict = make_verdict(f"p{i}", verdict="fail", score=0.9, defect_class="crack")
+        writer.put(verdict)
         keeper.selector.observe(frame_for(verdict), verdict)
     assert keeper.dropped == 3
+    keeper.start()
+    try:
+        wait_until(lambda: keeper.jobs == 2)
+        conn = connect(writer.path, readonly=True)
+        wait_until(lambda: conn.execute("SELECT COUNT(*) FROM hard_cases").fetchone()[0] == 5)
+        assert [r[0] for r in conn.execute("SELECT part_id FROM images ORDER BY part_id")] == ["p0", "p1"]
+        conn.close()
+        wait_until(lambda: any(e.kind == "images_dropped" for e in events.recent()))
+    finally:
+        keeper.stop()
+    warning = next(e for e in events.recent() if e.kind == "images_dropped")
+    assert warning.severity == "warning" and warning.details["dropped"] == 3
+    assert keeper.health()["dropped"] == 3 and keeper.health()["cases_dropped"] == 0
+
+
+def test_hard_cases_waiting_without_their_frames_are_bounded_and_counted(
+    make_settings: Callable[..., Settings],
+    writer: StoreWriter,
+    ladder: Ladder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("appliance.sync.keeper._CASES_WAITING", 2)
+    settings = make_settings(
+        sync={"images": {"queue_size": 1}, "hard_cases": {"classes": {"classes": ["crack"]}}}
+    )
+    keeper = Keeper(settings, writer, EventBus(), {"line1": ladder})  # not started: nothing drains
+    for i in range(6):
+        verdict = make_verdict(f"p{i}", verdict="fail", score=0.9, defect_class="crack")
+        keeper.selector.observe(frame_for(verdict), verdict)
+    assert (keeper.dropped, keeper.cases_dropped) == (5, 3)
 
 
 def test_disputing_labels_become_hard_cases(
