@@ -59,17 +59,30 @@ def _bounds(info: FieldInfo) -> str:
     return ", ".join(parts)
 
 
-def _default(info: FieldInfo) -> str:
+_NO_VALUE = object()
+
+
+def _field_default(info: FieldInfo) -> Any:
+    """The field's default value; `_NO_VALUE` when required or computed from other fields."""
     if info.is_required():
-        return "required"
-    if info.default_factory is not None:
-        try:
-            # pydantic allows factories that take the validated data; those raise TypeError here
-            value = info.default_factory()  # type: ignore[call-arg]
-        except TypeError:
+        return _NO_VALUE
+    if info.default_factory is None:
+        return info.default
+    try:
+        # pydantic allows factories that take the validated data; those raise TypeError here
+        return info.default_factory()  # type: ignore[call-arg]
+    except TypeError:
+        return _NO_VALUE
+
+
+def _default(info: FieldInfo, value: Any = _NO_VALUE) -> str:
+    """The default as documented; `value` is what the enclosing section's default holds."""
+    if value is _NO_VALUE:
+        if info.is_required():
+            return "required"
+        value = _field_default(info)
+        if value is _NO_VALUE:
             return "(computed)"
-    else:
-        value = info.default
     if isinstance(value, BaseModel):
         return "(section)"
     if isinstance(value, Path):
@@ -78,27 +91,49 @@ def _default(info: FieldInfo) -> str:
     return f"`{value!r}`"
 
 
-def table(model: type[BaseModel], prefix: str) -> list[str]:
-    """One markdown table row per field of `model`."""
+def table(model: type[BaseModel], prefix: str, defaults: BaseModel | None = None) -> list[str]:
+    """One markdown table row per field of `model`.
+
+    `defaults`: the section as its parent creates it, whose values can differ from the class's
+    own defaults (each hard-case strategy has its own quotas).
+    """
     rows = ["| key | type | default | bounds | meaning |", "| --- | --- | --- | --- | --- |"]
     for name, info in model.model_fields.items():
         description = (info.description or "").replace("|", "\\|").replace("\n", " ")
         kind = _type_name(info.annotation).replace("|", "\\|")
         bounds = _bounds(info).replace("|", "\\|")
-        rows.append(f"| `{prefix}{name}` | {kind} | {_default(info)} | {bounds} | {description} |")
+        default = _default(info) if defaults is None else _default(info, getattr(defaults, name))
+        rows.append(f"| `{prefix}{name}` | {kind} | {default} | {bounds} | {description} |")
     return rows
+
+
+def _sections(
+    model: type[BaseModel], prefix: str, defaults: BaseModel | None = None
+) -> list[tuple[str, type[BaseModel], BaseModel | None]]:
+    """Every nested section of `model` (`sync`, then `sync.images`, ...), depth first, with the
+    values its parent's defaults give it (None for a required section)."""
+    found: list[tuple[str, type[BaseModel], BaseModel | None]] = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            values = getattr(defaults, name) if defaults is not None else _section_default(info)
+            found.append((f"{prefix}{name}", annotation, values))
+            found += _sections(annotation, f"{prefix}{name}.", values)
+    return found
+
+
+def _section_default(info: FieldInfo) -> BaseModel | None:
+    value = _field_default(info)
+    return value if isinstance(value, BaseModel) else None
 
 
 def render() -> str:
     """The whole reference."""
     out = [HEADER, "## Top level", "", *table(Settings, ""), ""]
-    sections: list[tuple[str, type[BaseModel]]] = []
-    for name, info in Settings.model_fields.items():
-        annotation = info.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            sections.append((name, annotation))
-    for name, model in sections:
-        out += [f"## [{name}]", "", (model.__doc__ or "").strip(), "", *table(model, f"{name}."), ""]
+    for name, model, defaults in _sections(Settings, ""):
+        level = "#" * min(4, name.count(".") + 2)
+        rows = table(model, f"{name}.", defaults)
+        out += [f"{level} [{name}]", "", (model.__doc__ or "").strip(), "", *rows, ""]
     out += ["## [[lines]]", "", (LineConfig.__doc__ or "").strip(), "", *table(LineConfig, "lines[]."), ""]
     out += ["### tiers", "", (TierConfig.__doc__ or "").strip(), "", *table(TierConfig, "tiers[]."), ""]
     out += [

@@ -165,6 +165,18 @@ def test_configuration_reference_is_generated_from_the_schema() -> None:
     )
 
 
+def test_the_reference_lists_nested_sections_with_the_defaults_they_really_get() -> None:
+    from appliance.config import HardCasesConfig
+    from appliance.config_doc import render
+
+    text = render()
+    assert "### [sync.images]" in text and "`sync.images.queue_size` | int | `64`" in text
+    # Each hard-case strategy gets its own quotas, not the quota class's defaults.
+    disputed = HardCasesConfig().disputed
+    assert f"`sync.hard_cases.disputed.per_hour` | int | `{disputed.per_hour}`" in text
+    assert disputed.per_hour != HardCasesConfig().uncertain.per_hour
+
+
 def test_relative_paths_anywhere_in_the_file_are_relative_to_it(tmp_path: Path) -> None:
     text = GOOD.replace('path = "/data/parts"', 'path = "parts"').replace(
         'host = "broker.plant"', 'host = "broker.plant"\npassword_file = "secrets/mqtt"'
