@@ -41,6 +41,24 @@ def _child(
         results.put((index, 0, 0.0, f"{type(exc).__name__}: {exc}"))
 
 
+def _collect(results: Any, children: list[Any]) -> list[tuple[int, int, float, str | None]]:
+    """Every child's report; stops waiting once the children that have not reported are gone."""
+    reports: list[tuple[int, int, float, str | None]] = []
+    deadline = time.monotonic() + _READY_TIMEOUT_S
+    while len(reports) < len(children):
+        try:
+            reports.append(results.get(timeout=0.5))
+        except queue.Empty:
+            if time.monotonic() > deadline:
+                break
+            if not any(child.is_alive() for child in children):
+                try:  # a report put just before its process ended is in the pipe by now
+                    reports.append(results.get(timeout=0.5))
+                except queue.Empty:
+                    break
+    return reports
+
+
 def parallel_processes_phase(ctx: BenchContext) -> dict[str, Any]:
     """`parallel_phase`'s loop in `ctx.cores` processes at once (spawned: nothing inherited)."""
     mp = multiprocessing.get_context("spawn")
@@ -68,11 +86,7 @@ def parallel_processes_phase(ctx: BenchContext) -> dict[str, Any]:
             stop.wait(ctx.seconds)
             stop.set()
             wall_s = time.perf_counter() - wall0
-        for _ in children:
-            try:
-                reports.append(results.get(timeout=_READY_TIMEOUT_S))
-            except queue.Empty:
-                break
+        reports = _collect(results, children)
     finally:
         stop.set()
         for child in children:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 
 from appliance.bench.phases import BenchContext, parallel_phase
-from appliance.bench.processes import parallel_processes_phase
+from appliance.bench.processes import _collect, parallel_processes_phase
 from appliance.bench.sampling import thread_cpu_s
 from appliance.config import FolderSource, Settings
 
@@ -53,3 +55,18 @@ def test_kernel_time_is_part_of_each_threads_cpu() -> None:
     total, kernel = thread_cpu_s(), thread_cpu_s(kernel_only=True)
     assert kernel and set(kernel) <= set(total)
     assert all(0 <= kernel[role] <= total[role] + 0.02 for role in kernel)  # read a moment apart
+
+
+def test_a_process_that_dies_without_reporting_is_not_waited_for() -> None:
+    mp = multiprocessing.get_context("spawn")
+    results = mp.Queue()
+    reporter = mp.Process(target=results.put, args=((0, 5, 0.1, None),))
+    silent = mp.Process(target=time.sleep, args=(0.2,))  # ends without a report, like a crash
+    for process in (reporter, silent):
+        process.start()
+    began = time.monotonic()
+    reports = _collect(results, [reporter, silent])
+    assert reports == [(0, 5, 0.1, None)]
+    assert time.monotonic() - began < 30  # not the two-minute wait for a report that never comes
+    for process in (reporter, silent):
+        process.join()
