@@ -411,7 +411,7 @@ def pipeline_phase(
         dropped0 = sum(c.dropped for c in service.cameras)
         start = time.perf_counter()
         start_ms = now_ms()
-        threads0, kernel0 = thread_cpu_s(), thread_cpu_s(kernel_only=True)
+        threads0, kernel0 = thread_cpu_s()
         peer0 = process_cpu_s(delivery.peer_pid)
         with CpuClock() as clock:
             give_up = start + seconds + 60
@@ -424,8 +424,9 @@ def pipeline_phase(
                 time.sleep(min(1.0, seconds / 10))
         window_ms = (start_ms, now_ms())
         parts = ladder.parts - parts0
-        by_thread = cpu_split(threads0, thread_cpu_s(), parts)
-        kernel_by_thread = cpu_split(kernel0, thread_cpu_s(kernel_only=True), parts)
+        threads1, kernel1 = thread_cpu_s()
+        by_thread = cpu_split(threads0, threads1, parts)
+        kernel_by_thread = cpu_split(kernel0, kernel1, parts)
         peer1 = process_cpu_s(delivery.peer_pid)
         committed = service.writer.last_seq - seq0
         dropped = sum(c.dropped for c in service.cameras) - dropped0

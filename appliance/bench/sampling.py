@@ -62,34 +62,38 @@ class CpuClock:
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # /proc stat times are in these
 
 
-def thread_cpu_s(kernel_only: bool = False) -> dict[str, float]:
-    """CPU seconds (user + system, or system only) used so far by each live thread, by role.
+def thread_cpu_s() -> tuple[dict[str, float], dict[str, float]]:
+    """CPU seconds used so far by each live thread of this process, by role: (user + system,
+    system alone), from one read of each thread's /proc stat.
 
     Threads are named by role with a number (`inference-0`, `capture-cam1`): the numbers are
     dropped so that a role's threads add up. Empty where /proc is not available.
     """
     names = {t.native_id: t.name for t in threading.enumerate()}
     used: dict[str, float] = {}
+    kernel: dict[str, float] = {}
     try:
         tasks = os.listdir("/proc/self/task")
     except OSError:
-        return used
+        return used, kernel
     for tid in tasks:
         try:
-            cpu = _stat_cpu_s(Path(f"/proc/self/task/{tid}/stat"), kernel_only)
+            cpu, system = _stat_cpu_s(Path(f"/proc/self/task/{tid}/stat"))
         except OSError:
             continue  # ended meanwhile
         role = re.sub(r"[-_]?\d+$", "", names.get(int(tid), "native (onnxruntime, sqlite, ...)"))
         role = re.sub(r"^capture-.*", "capture", role)
         role = re.sub(r"^paho-mqtt-client-.*", "paho-mqtt", role)
         used[role] = used.get(role, 0.0) + cpu
-    return used
+        kernel[role] = kernel.get(role, 0.0) + system
+    return used, kernel
 
 
-def _stat_cpu_s(stat: Path, kernel_only: bool = False) -> float:
-    """User + system (or system) CPU seconds from a /proc `stat` file (a process or a thread)."""
+def _stat_cpu_s(stat: Path) -> tuple[float, float]:
+    """(user + system, system) CPU seconds from a /proc `stat` file (a process or a thread)."""
     fields = stat.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[12]) + (0 if kernel_only else int(fields[11]))) / _CLOCK_TICKS
+    user, system = int(fields[11]) / _CLOCK_TICKS, int(fields[12]) / _CLOCK_TICKS
+    return user + system, system
 
 
 def process_cpu_s(pid: int | None) -> float | None:
@@ -97,7 +101,7 @@ def process_cpu_s(pid: int | None) -> float | None:
     if pid is None:
         return None
     try:
-        return _stat_cpu_s(Path(f"/proc/{pid}/stat"))
+        return _stat_cpu_s(Path(f"/proc/{pid}/stat"))[0]
     except (OSError, IndexError):
         return None
 

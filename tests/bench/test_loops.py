@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,10 +52,45 @@ def test_a_process_that_cannot_start_its_loop_says_why(
         parallel_processes_phase(ctx)
 
 
-def test_kernel_time_is_part_of_each_threads_cpu() -> None:
-    total, kernel = thread_cpu_s(), thread_cpu_s(kernel_only=True)
-    assert kernel and set(kernel) <= set(total)
-    assert all(0 <= kernel[role] <= total[role] + 0.02 for role in kernel)  # read a moment apart
+def test_kernel_time_is_told_apart_from_the_threads_own() -> None:
+    # One thread spends its CPU in the kernel (zeroing buffers read from /dev/zero), the other
+    # in Python; both stay alive, idle, until the snapshot is taken.
+    busy_done = threading.Barrier(3, timeout=30)
+    snapshot_taken = threading.Event()
+
+    def in_kernel() -> None:
+        buffer = bytearray(1 << 20)
+        with open("/dev/zero", "rb", buffering=0) as zero:
+            end = time.thread_time() + 0.3
+            while time.thread_time() < end:
+                zero.readinto(buffer)
+        busy_done.wait()
+        snapshot_taken.wait()
+
+    def in_python() -> None:
+        end, total = time.thread_time() + 0.3, 0
+        while time.thread_time() < end:
+            total += sum(range(1000))
+        busy_done.wait()
+        snapshot_taken.wait()
+
+    threads = [
+        threading.Thread(target=in_kernel, name="test-in-kernel"),
+        threading.Thread(target=in_python, name="test-in-python"),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        busy_done.wait()
+        total, kernel = thread_cpu_s()
+    finally:
+        snapshot_taken.set()
+        for thread in threads:
+            thread.join()
+    assert set(kernel) == set(total)
+    assert kernel["test-in-kernel"] > 0.5 * total["test-in-kernel"] > 0.1
+    assert kernel["test-in-python"] < 0.5 * total["test-in-python"]
+    assert all(0 <= kernel[role] <= total[role] for role in kernel)
 
 
 def test_a_process_that_dies_without_reporting_is_not_waited_for() -> None:
