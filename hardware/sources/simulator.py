@@ -136,11 +136,12 @@ class LineSimulator(FrameSource):
         if draw.random() < 0.5:
             streaks, grain = streaks[::-1], grain[::-1]
         surface: np.ndarray = 1.0 + streaks + grain
-        light = _light(_grid(h, w), draw)
+        grid = _grid(h, w)
+        light = _light(grid, draw)
         if kind != "good":  # its own stream: the same seed gives the same part, with or without
             _DRAW[kind](surface, streaks, grain, np.random.default_rng((part_seed, 1)))
         image: np.ndarray = surface * light
-        _end_arc(image, draw)
+        _end_arc(image, grid, draw)
         np.maximum(image, 0, out=image)  # a deep uneven-grinding streak can dip below 0
         return cv2.convertScaleAbs(image)  # rounds and saturates at 255, in one GIL-free call
 
@@ -263,12 +264,12 @@ def _bell(x: np.ndarray, at: float, width: float) -> np.ndarray:
     return result
 
 
-def _end_arc(image: np.ndarray, draw: random.Random) -> None:
+def _end_arc(image: np.ndarray, grid: _Grid, draw: random.Random) -> None:
     """The curved end face of the tile, seen as a dark arc along the top or bottom."""
     if draw.random() >= 0.2:
         return
-    h, w = image.shape
-    depth = draw.uniform(0, 0.02) * h + draw.uniform(0.01, 0.05) * h * _grid(h, w).arc
+    h = image.shape[0]
+    depth = draw.uniform(0, 0.02) * h + draw.uniform(0.01, 0.05) * h * grid.arc
     rows = int(depth.max()) + 2
     y = np.arange(rows, dtype=np.float32)[:, None]
     inside = np.clip(depth[None, :] - y + 0.5, 0, 1)
