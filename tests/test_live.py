@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from appliance.live import LiveView
@@ -47,10 +49,7 @@ def test_ring_is_bounded_by_count_and_bytes() -> None:
     # A frame read from a JPEG file also holds the file's bytes: they count too.
     with_files = LiveView(keep_frames=100, keep_bytes=250)
     for i in range(5):
-        f = frame(i, size=10)
-        f = Frame(
-            f.line, f.camera, f.part_id, f.index, f.ts_capture_ms, f.t_capture, f.image, encoded=b"j" * 50
-        )
+        f = replace(frame(i, size=10), encoded=b"j" * 50)
         with_files.observe(f, verdict(f))
     assert sum(with_files.recent(f"c1-{i}") is not None for i in range(5)) == 1
 
