@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -18,6 +19,7 @@ from appliance.config import (
     ConfigError,
     FileSource,
     FolderSource,
+    Settings,
     SimulatorSource,
     StreamSource,
     TierConfig,
@@ -45,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
     parser.add_argument("--no-mqtt", action="store_true", help="Skip the broker phases.")
     parser.add_argument("--no-sync", action="store_true", help="Skip the sync phases.")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="Where each phase's service keeps its state (default: a temporary folder in the "
+        "config's state dir, so that SQLite and kept images are measured on the storage the "
+        "service writes to). Removed at the end.",
+    )
     parser.add_argument(
         "--soak-minutes",
         type=float,
@@ -98,9 +107,13 @@ def main(args: argparse.Namespace) -> int:
     if args.model or args.ladder:
         names = [args.model] if args.model else [n.strip() for n in args.ladder.split(",") if n.strip()]
         line = line.model_copy(update={"tiers": [TierConfig(model=n) for n in names]})
+    root = _work_root(args.workdir, settings)
+    if args.workdir is not None and root is None:
+        print(f"--workdir {args.workdir}: not a writable folder", file=sys.stderr)
+        return 2
     progress = Progress(quiet=False)
     logging.getLogger().setLevel(logging.ERROR)  # the table is the output; warnings go to health
-    with tempfile.TemporaryDirectory(prefix="appliance-bench-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="bench-", dir=root) as workdir:
         ctx = phases.BenchContext(
             settings=settings,
             line=line,
@@ -113,6 +126,7 @@ def main(args: argparse.Namespace) -> int:
         figures = run_all(
             ctx, progress, mqtt=not args.no_mqtt, sync=not args.no_sync, soak_minutes=args.soak_minutes
         )
+        figures["workdir"] = workdir
     progress.done()
     if args.cameras and args.fps:
         figures["capacity"] = capacity(figures, args.cameras, args.fps)
@@ -121,6 +135,24 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(render_table(figures))
     return 0
+
+
+def _work_root(workdir: Path | None, settings: Settings) -> Path | None:
+    """The folder the bench's temporary folder goes in: `--workdir`, else the state dir.
+
+    Not the system's temp dir: it is often tmpfs (Debian 13), where creating a kept image
+    costs nothing, or another disk. None (the system's temp dir) when the state dir cannot be
+    written, e.g. the bench run by a user other than the service's.
+    """
+    root = workdir or settings.state_dir
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if os.access(root, os.W_OK | os.X_OK):
+            return root
+    except OSError:
+        pass
+    logger.warning("%s is not writable: the bench measures in the system's temp dir", root)
+    return None
 
 
 def _processes(ctx: phases.BenchContext) -> dict[str, Any]:
@@ -146,6 +178,8 @@ def run_all(
     soak_minutes: float = 0.0,
 ) -> dict[str, Any]:
     """Every phase in order; the figures of the issue's contract, plus details."""
+    progress("storage")
+    storage = phases.storage_phase(ctx)
     progress("decode only")
     decode, frames = phases.decode_phase(ctx)
     progress("raw inference")
@@ -215,6 +249,7 @@ def run_all(
         "ladder": infer["ladder"],
         "source": type(ctx.source).__name__,
         "seconds_per_phase": ctx.seconds,
+        **storage,
         "decode_fps": decode["decode_fps"],
         "decode_cpu_ms": decode["decode_cpu_ms"],
         "raw_infer_fps": infer["raw_infer_fps"],
@@ -396,6 +431,11 @@ def render_table(figures: dict[str, Any]) -> str:
             fmt(figures["pipeline_kernel_cpu_ms"], " CPU-ms"),
             ", ".join(f"{k} {v:.2f}" for k, v in list(kernel_by_thread.items())[:4])
             + f"; bare loop {fmt(figures['parallel_loop_kernel_cpu_ms'])}",
+        ),
+        (
+            "creating a kept image's file",
+            fmt(figures["kept_file_cpu_us"], " CPU-us"),
+            f"35 KB, in {figures.get('workdir', 'the bench folder')}",
         ),
         ("service time", fmt(figures["service_ms"], " ms"), "decode + inference, one frame"),
         (

@@ -35,8 +35,10 @@ CONTRACT = {
 @pytest.mark.slow
 def test_bench_json_has_every_contract_key(tmp_path: Path, models_dir: Path) -> None:
     config = tmp_path / "bench.toml"
+    state = tmp_path / "state"
     config.write_text(f"""
 models_dir = "{models_dir}"
+state_dir = "{state}"
 [[lines]]
 id = "line1"
 tiers = [{{ model = "bright1" }}]
@@ -69,6 +71,9 @@ source = {{ kind = "simulator", width = 64, height = 64 }}
     assert out.returncode == 0, out.stderr
     figures = json.loads(out.stdout)
     assert set(figures) >= CONTRACT
+    # measured on the state dir's storage, and nothing of it left there
+    assert Path(figures["workdir"]).parent == state and not Path(figures["workdir"]).exists()
+    assert figures["kept_file_cpu_us"] > 0
     assert figures["pipeline_fps"] > 0 and figures["decode_fps"] > 0 and figures["naive_fps"] > 0
     assert figures["cpu_budget_fps"] > 0
     assert figures["parallel_loop_fps"] > 0 and 0 < figures["parallel_loop_cpu_utilization"] <= 1.05
@@ -99,3 +104,18 @@ source = {{ kind = "simulator", width = 64, height = 64 }}
     table = render_table(figures)  # what `appliance bench` prints without --json
     assert "x single frame (target <= 5)" in table and "every core" in table
     assert "a process per core" in table and "in the kernel" in table
+
+
+def test_bench_refuses_a_workdir_it_cannot_write(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    out = subprocess.run(
+        [sys.executable, "-m", "appliance", "bench", "--workdir", str(not_a_folder)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert f"--workdir {not_a_folder}: not a writable folder" in out.stderr
