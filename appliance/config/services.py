@@ -20,7 +20,7 @@ class StoreConfig(Section):
         3,
         ge=0,
         le=5000,
-        description="Under load (the last write transaction held several results), longest wait to "
+        description="Under load (the last write transaction held several results), how long to wait to "
         "fill the next one; an idle writer commits each result at once. 0 = never wait.",
     )
     pending_hold_ms: int = Field(
