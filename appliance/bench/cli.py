@@ -289,6 +289,7 @@ def run_all(
         "cpu_ms_per_part_by_thread": peak["cpu_ms_per_part_by_thread"],
         "pipeline_kernel_cpu_ms": peak["kernel_cpu_ms_per_part"],
         "kernel_cpu_ms_per_part_by_thread": peak["kernel_cpu_ms_per_part_by_thread"],
+        "pipeline_switches_per_part": peak["switches_per_part"],
         "service_ms": service_ms,
         "latency_measured_to": latency_to,
         **delivered,
@@ -431,6 +432,11 @@ def render_table(figures: dict[str, Any]) -> str:
             fmt(figures["pipeline_kernel_cpu_ms"], " CPU-ms"),
             ", ".join(f"{k} {v:.2f}" for k, v in list(kernel_by_thread.items())[:4])
             + f"; bare loop {fmt(figures['parallel_loop_kernel_cpu_ms'])}",
+        ),
+        (
+            "context switches per part",
+            fmt(figures["pipeline_switches_per_part"]),
+            f"bare loop {fmt(figures['parallel_loop_switches_per_part'])} (GIL, locks, queues)",
         ),
         (
             "creating a kept image's file",

@@ -218,6 +218,7 @@ def parallel_phase(ctx: BenchContext) -> dict[str, Any]:
         "parallel_loop_fps": frames / clock.wall_s,
         "parallel_loop_cpu_ms": clock.cpu_s * 1000.0 / max(1, frames),
         "parallel_loop_kernel_cpu_ms": clock.kernel_s * 1000.0 / max(1, frames),
+        "parallel_loop_switches_per_part": clock.switches / max(1, frames),
         "parallel_loop_cpu_utilization": clock.cpu_s / clock.wall_s / ctx.cores,
     }
 
@@ -459,6 +460,7 @@ def pipeline_phase(
         # Of which in the kernel: system calls, page cache, futexes, creating files.
         "kernel_cpu_ms_per_part": clock.kernel_s * 1000.0 / max(1, parts),
         "kernel_cpu_ms_per_part_by_thread": kernel_by_thread,
+        "switches_per_part": clock.switches / max(1, parts),
         "peer_cpu_ms_per_part": (
             (peer1 - peer0) * 1000.0 / max(1, parts) if peer0 is not None and peer1 is not None else None
         ),

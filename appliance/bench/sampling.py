@@ -37,25 +37,31 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 class CpuClock:
-    """Process CPU time (and the kernel's part of it) and wall time between start() and stop()."""
+    """Process CPU time (and the kernel's part of it), context switches and wall time in a `with`."""
 
     def __init__(self) -> None:
         self.cpu_s = 0.0
         self.kernel_s = 0.0
         self.wall_s = 0.0
+        #: Threads of this process taken off a core: waiting (a lock, the GIL, a queue, I/O)
+        #: and preempted. Each costs kernel time and cold caches.
+        self.switches = 0
         self._cpu0 = 0.0
-        self._kernel0 = 0.0
+        self._usage0: resource.struct_rusage | None = None
         self._wall0 = 0.0
 
     def __enter__(self) -> CpuClock:
         self._cpu0 = time.process_time()
-        self._kernel0 = resource.getrusage(resource.RUSAGE_SELF).ru_stime
+        self._usage0 = resource.getrusage(resource.RUSAGE_SELF)
         self._wall0 = time.perf_counter()
         return self
 
     def __exit__(self, *_: object) -> None:
         self.cpu_s = time.process_time() - self._cpu0
-        self.kernel_s = resource.getrusage(resource.RUSAGE_SELF).ru_stime - self._kernel0
+        usage, usage0 = resource.getrusage(resource.RUSAGE_SELF), self._usage0
+        assert usage0 is not None
+        self.kernel_s = usage.ru_stime - usage0.ru_stime
+        self.switches = usage.ru_nvcsw + usage.ru_nivcsw - usage0.ru_nvcsw - usage0.ru_nivcsw
         self.wall_s = time.perf_counter() - self._wall0
 
 

@@ -83,6 +83,8 @@ source = {{ kind = "simulator", width = 64, height = 64 }}
     pipeline_cpu_ms = figures["overhead_cpu_ms"] + figures["decode_cpu_ms"] + figures["infer_cpu_ms"]
     assert 0 <= figures["pipeline_kernel_cpu_ms"] <= pipeline_cpu_ms + 0.01
     assert set(figures["kernel_cpu_ms_per_part_by_thread"]) <= set(figures["cpu_ms_per_part_by_thread"])
+    # capture hands every frame to an inference thread: at least one wait per part somewhere
+    assert figures["pipeline_switches_per_part"] > 0.5 and figures["parallel_loop_switches_per_part"] >= 0
     assert figures["capacity"]["required_fps"] == 20
     assert isinstance(figures["capacity"]["fits"], bool)
     assert figures["pipeline_unrefined"] >= 0 and figures["overload_unrefined"] >= 0

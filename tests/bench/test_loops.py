@@ -14,7 +14,7 @@ import pytest
 
 from appliance.bench.phases import BenchContext, parallel_phase
 from appliance.bench.processes import _collect, parallel_processes_phase
-from appliance.bench.sampling import thread_cpu_s
+from appliance.bench.sampling import CpuClock, thread_cpu_s
 from appliance.config import FolderSource, Settings
 
 
@@ -106,3 +106,29 @@ def test_a_process_that_dies_without_reporting_is_not_waited_for() -> None:
     assert time.monotonic() - began < 30  # not the two-minute wait for a report that never comes
     for process in (reporter, silent):
         process.join()
+
+
+def test_the_clock_counts_the_threads_taken_off_a_core() -> None:
+    # Two threads handing a token back and forth wait for each other at every turn.
+    ping, pong = threading.Event(), threading.Event()
+
+    def other() -> None:
+        for _ in range(200):
+            ping.wait()
+            ping.clear()
+            pong.set()
+
+    with CpuClock() as handing:
+        thread = threading.Thread(target=other)
+        thread.start()
+        for _ in range(200):
+            ping.set()
+            pong.wait()
+            pong.clear()
+        thread.join()
+    with CpuClock() as computing:
+        end = time.thread_time() + 0.05
+        while time.thread_time() < end:
+            sum(range(1000))
+    assert handing.switches >= 200
+    assert computing.switches < 50
