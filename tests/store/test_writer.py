@@ -93,6 +93,21 @@ def test_results_are_batched_into_few_transactions(tmp_path: Path) -> None:
     assert writer.batches_committed < 60
 
 
+def test_a_burst_is_not_held_back_by_the_wait_to_fill_a_batch(tmp_path: Path) -> None:
+    # Ten batches' worth at once: only a batch that is not full yet waits batch_max_ms (1 s).
+    writer = StoreWriter(tmp_path / "a.db", "node", StoreConfig(batch_max_rows=64, batch_max_ms=1000))
+    writer.start()
+    began = time.monotonic()
+    for n in range(640):
+        writer.put(verdict(n))
+    while writer.rows_committed < 640 and time.monotonic() - began < 30:
+        time.sleep(0.01)
+    elapsed = time.monotonic() - began
+    writer.stop()
+    assert writer.rows_committed == 640
+    assert elapsed < 5, f"a burst of 640 took {elapsed:.1f} s: the writer waited with full batches"
+
+
 def test_an_idle_writer_does_not_wait_to_fill_a_batch(tmp_path: Path) -> None:
     writer = StoreWriter(tmp_path / "a.db", "node", StoreConfig(batch_max_ms=3000))
     writer.start()
