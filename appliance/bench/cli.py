@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -113,20 +114,28 @@ def main(args: argparse.Namespace) -> int:
         return 2
     progress = Progress(quiet=False)
     logging.getLogger().setLevel(logging.ERROR)  # the table is the output; warnings go to health
-    with tempfile.TemporaryDirectory(prefix="bench-", dir=root) as workdir:
-        ctx = phases.BenchContext(
-            settings=settings,
-            line=line,
-            source=_source(args.source),
-            seconds=args.seconds,
-            cores=usable_cores(),
-            workdir=Path(workdir),
-            progress=progress,
-        )
-        figures = run_all(
-            ctx, progress, mqtt=not args.no_mqtt, sync=not args.no_sync, soak_minutes=args.soak_minutes
-        )
-        figures["workdir"] = workdir
+    # Stopped with SIGTERM (systemd, a timeout): unwind like Ctrl-C, so that the services,
+    # the broker and the bench's folder in the state dir are cleaned up.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-", dir=root) as workdir:
+            ctx = phases.BenchContext(
+                settings=settings,
+                line=line,
+                source=_source(args.source),
+                seconds=args.seconds,
+                cores=usable_cores(),
+                workdir=Path(workdir),
+                progress=progress,
+            )
+            figures = run_all(
+                ctx, progress, mqtt=not args.no_mqtt, sync=not args.no_sync, soak_minutes=args.soak_minutes
+            )
+            figures["workdir"] = workdir
+    except KeyboardInterrupt:
+        progress.done()
+        print("bench interrupted: no figures", file=sys.stderr)
+        return 130
     progress.done()
     if args.cameras and args.fps:
         figures["capacity"] = capacity(figures, args.cameras, args.fps)
@@ -135,6 +144,10 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(render_table(figures))
     return 0
+
+
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _work_root(workdir: Path | None, settings: Settings) -> Path | None:

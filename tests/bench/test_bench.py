@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,38 @@ def test_bench_refuses_a_workdir_it_cannot_write(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert f"--workdir {not_a_folder}: not a writable folder" in out.stderr
+
+
+@pytest.mark.slow
+def test_a_bench_stopped_with_sigterm_cleans_up_after_itself(tmp_path: Path, models_dir: Path) -> None:
+    state = tmp_path / "state"
+    config = tmp_path / "bench.toml"
+    config.write_text(f"""
+models_dir = "{models_dir}"
+state_dir = "{state}"
+[[lines]]
+id = "line1"
+tiers = [{{ model = "bright1" }}]
+[[lines.cameras]]
+id = "cam1"
+source = {{ kind = "simulator", width = 64, height = 64 }}
+""")
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "bench", "--config", str(config), "--seconds", "1", "--no-mqtt"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list(state.glob("bench-*/max0")):  # stopped in the middle of a service window
+            assert bench.poll() is None and time.monotonic() < deadline, "the bench never got going"
+            time.sleep(0.1)
+        bench.send_signal(signal.SIGTERM)
+        _, stderr = bench.communicate(timeout=60)
+    finally:
+        bench.kill()
+    assert bench.returncode == 130, stderr
+    assert "bench interrupted" in stderr
+    assert list(state.glob("bench-*")) == []
