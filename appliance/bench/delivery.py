@@ -145,9 +145,9 @@ def mqtt_figures(ctx: BenchContext, pipeline_fps: float) -> dict[str, Any]:
         return {"mqtt_note": "mosquitto not installed (Debian package mosquitto): MQTT figures skipped"}
     prefix = ctx.settings.mqtt.prefix
     broker = PrivateBroker(ctx.workdir)
-    broker.start()
     figures: dict[str, Any] = {}
     try:
+        broker.start()
         for key, label, fps in latency_loads(pipeline_fps):
             ctx.progress(f"latency to MQTT receipt, {label}")
             with subscriber(broker.port, prefix, ctx.workdir / f"receipts-{key}.log") as log:

@@ -404,10 +404,10 @@ def pipeline_phase(
         settings, source_factory=lambda c: TimedSource(make_source(c), grabs) if timed else make_source(c)
     )
     add_components(service)
-    service.start()
     rss: list[tuple[float, float]] = []
     window_ms: tuple[int, int] = (0, 0)
     try:
+        service.start()  # inside: a bench stopped while the service starts stops what started
         time.sleep(warmup)
         ladder = service.ladders["bench"]
         parts0, seq0 = ladder.parts, service.writer.last_seq
