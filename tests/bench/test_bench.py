@@ -34,10 +34,9 @@ CONTRACT = {
 }
 
 
-@pytest.mark.slow
-def test_bench_json_has_every_contract_key(tmp_path: Path, models_dir: Path) -> None:
-    config = tmp_path / "bench.toml"
-    state = tmp_path / "state"
+def _bench_config(tmp_path: Path, models_dir: Path) -> tuple[Path, Path]:
+    """A one-tier, one-camera config on small simulated parts, state under tmp_path: (config, state)."""
+    config, state = tmp_path / "bench.toml", tmp_path / "state"
     config.write_text(f"""
 models_dir = "{models_dir}"
 state_dir = "{state}"
@@ -48,6 +47,12 @@ tiers = [{{ model = "bright1" }}]
 id = "cam1"
 source = {{ kind = "simulator", width = 64, height = 64 }}
 """)
+    return config, state
+
+
+@pytest.mark.slow
+def test_bench_json_has_every_contract_key(tmp_path: Path, models_dir: Path) -> None:
+    config, state = _bench_config(tmp_path, models_dir)
     out = subprocess.run(
         [
             sys.executable,
@@ -127,18 +132,7 @@ def test_bench_refuses_a_workdir_it_cannot_write(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_bench_stopped_with_sigterm_cleans_up_after_itself(tmp_path: Path, models_dir: Path) -> None:
-    state = tmp_path / "state"
-    config = tmp_path / "bench.toml"
-    config.write_text(f"""
-models_dir = "{models_dir}"
-state_dir = "{state}"
-[[lines]]
-id = "line1"
-tiers = [{{ model = "bright1" }}]
-[[lines.cameras]]
-id = "cam1"
-source = {{ kind = "simulator", width = 64, height = 64 }}
-""")
+    config, state = _bench_config(tmp_path, models_dir)
     bench = subprocess.Popen(
         [sys.executable, "-m", "appliance", "bench", "--config", str(config), "--seconds", "1", "--no-mqtt"],
         cwd=REPO,
