@@ -223,8 +223,7 @@ class StoreWriter:
         # One sleep, not a wait per item: each of those woke this thread for every verdict
         # (2.3 of 22 context switches per part at the maximum, simulator). No sleep when a
         # full batch already waits (a burst, the broker-down write rate).
-        full = self._queue.qsize() >= self.config.batch_max_rows - 1
-        if self._busy and self.config.batch_max_ms and not full:
+        if self._busy and self.config.batch_max_ms and self._queue.qsize() < self.config.batch_max_rows - 1:
             time.sleep(self.config.batch_max_ms / 1000.0)
         while len(batch) < self.config.batch_max_rows:
             try:
