@@ -31,7 +31,7 @@ from appliance.bench.sampling import (
 )
 from appliance.config import CameraConfig, DropPolicy, LineConfig, Settings, SourceConfig
 from appliance.inference.package import load_package
-from appliance.inference.runtime import ModelRunner, SessionSettings
+from appliance.inference.runtime import Inference, ModelRunner, SessionSettings
 from appliance.results import now_ms
 from appliance.service import Service
 from appliance.wiring import add_components
@@ -134,22 +134,30 @@ class _BareLadder:
         for runner in self.runners:
             runner.infer(image)
 
-    def judge(self, image: np.ndarray) -> bool:
-        """Run tier 1, and the next tiers while the score is in the band; True if it went up."""
+    def judge(self, image: np.ndarray) -> tuple[int, Inference]:
+        """Run tier 1, and the next tiers while the score is in the band: the (1-based) tier
+        that decided and its answer."""
         for position, runner in enumerate(self.runners):
             answer = runner.infer(image)
             lo, hi = self.bands[position]
             if not (position + 1 < len(self.runners) and lo <= answer.score < hi):
-                return position > 0
-        return False
+                break
+        return position + 1, answer
 
 
-def bare_loop(ctx: BenchContext, index: int, start: Any, stop: Any) -> tuple[int, float]:
+def bare_loop(
+    ctx: BenchContext,
+    index: int,
+    start: Any,
+    stop: Any,
+    on_part: Callable[[int, Inference], None] | None = None,
+) -> tuple[int, float]:
     """Decode + ladder on this thread until `stop` is set: (frames, CPU seconds of the process).
 
     `start` is a barrier passed once the source and sessions are ready (the first run of a
     session is slow); `start`/`stop` are threading or multiprocessing primitives alike. The CPU
     is this process's from the barrier on (all its threads: with one loop per process, its own).
+    `on_part(tier, answer)` gets each part's deciding tier and answer (docs/snippets).
     """
     source: FrameSource | None = None
     try:
@@ -166,7 +174,9 @@ def bare_loop(ctx: BenchContext, index: int, start: Any, stop: Any) -> tuple[int
                 image = source.retrieve()
             except CorruptFrame:
                 continue
-            ladder.judge(image)
+            decided = ladder.judge(image)
+            if on_part is not None:
+                on_part(*decided)
             frames += 1
         return frames, time.process_time() - cpu0
     finally:
@@ -252,7 +262,7 @@ def infer_phase(ctx: BenchContext, frames: list[np.ndarray]) -> dict[str, Any]:
         image = frames[n % len(frames)]
         n += 1
         c0, w0 = time.thread_time(), time.perf_counter()
-        went_up = ladder.judge(image)
+        went_up = ladder.judge(image)[0] > 1
         escalated += went_up
         cpu_ms.append((time.thread_time() - c0) * 1000.0)
         wall_ms.append((time.perf_counter() - w0) * 1000.0)

@@ -10,6 +10,7 @@ drop policies. Printed against the CPU budget and the bare process loop of the s
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing as mp
 import sys
@@ -24,42 +25,33 @@ from appliance.bench.cli import _source, load_settings
 from appliance.bench.processes import parallel_processes_phase
 from appliance.results import Verdict
 from appliance.store.writer import StoreWriter
-from hardware.sources.base import CorruptFrame
 
 CHUNK = 32
 
 
 def child(settings: Any, line: Any, source_config: Any, index: int, start: Any, stop: Any, pipe: Any) -> None:
+    """The bench's bare loop, each part's verdict sent to the owner in chunks."""
     ctx = phases.BenchContext(settings, line, source_config, 0.0, 1, Path("."), lambda _msg: None)
-    seeded = hasattr(source_config, "seed")
-    source = phases._open(
-        source_config.model_copy(update={"seed": index}) if seeded else source_config, fps=0
-    )
-    ladder = phases._BareLadder(ctx)
-    source.grab()
-    ladder.warm(source.retrieve())
-    start.wait()
-    cpu0, parts, chunk = time.process_time(), 0, []
-    while not stop.is_set():
-        source.grab()
-        try:
-            image = source.retrieve()
-        except CorruptFrame:
-            continue
-        ts_ms = time.time_ns() // 1_000_000
-        for position, runner in enumerate(ladder.runners):
-            answer = runner.infer(image)
-            lo, hi = ladder.bands[position]
-            if not (position + 1 < len(ladder.runners) and lo <= answer.score < hi):
-                break
-        parts += 1
-        chunk.append((f"c{index}-{parts}", ts_ms, float(answer.score), position + 1, answer.defect_class))
+    chunk: list[tuple[str, int, float, int, str | None]] = []
+    parts = itertools.count(1)
+
+    def send(tier: int, answer: Any) -> None:
+        chunk.append(
+            (
+                f"c{index}-{next(parts)}",
+                time.time_ns() // 1_000_000,
+                float(answer.score),
+                tier,
+                answer.defect_class,
+            )
+        )
         if len(chunk) >= CHUNK:
-            pipe.send(chunk)
-            chunk = []
+            pipe.send(chunk[:])
+            chunk.clear()
+
+    _, cpu_s = phases.bare_loop(ctx, index, start, stop, on_part=send)
     pipe.send(chunk)
-    pipe.send(("done", time.process_time() - cpu0))
-    source.release()
+    pipe.send(("done", cpu_s))
 
 
 def owner_run(ctx: phases.BenchContext) -> tuple[float, float, float]:
