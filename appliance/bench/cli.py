@@ -15,6 +15,7 @@ from typing import Any
 
 from appliance.bench import delivery, phases
 from appliance.bench.processes import parallel_processes_phase
+from appliance.bench.retention import retention_figures
 from appliance.bench.sampling import peak_rss_mb
 from appliance.config import (
     ConfigError,
@@ -48,6 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
     parser.add_argument("--no-mqtt", action="store_true", help="Skip the broker phases.")
     parser.add_argument("--no-sync", action="store_true", help="Skip the sync phases.")
+    parser.add_argument(
+        "--no-retention",
+        action="store_true",
+        help="Skip the paired windows with and without kept images (sync.images.retain).",
+    )
     parser.add_argument(
         "--workdir",
         type=Path,
@@ -129,7 +135,12 @@ def main(args: argparse.Namespace) -> int:
                 progress=progress,
             )
             figures = run_all(
-                ctx, progress, mqtt=not args.no_mqtt, sync=not args.no_sync, soak_minutes=args.soak_minutes
+                ctx,
+                progress,
+                mqtt=not args.no_mqtt,
+                sync=not args.no_sync,
+                retention=not args.no_retention,
+                soak_minutes=args.soak_minutes,
             )
             figures["workdir"] = workdir
     except (KeyboardInterrupt, _Terminated):
@@ -197,6 +208,7 @@ def run_all(
     *,
     mqtt: bool = True,
     sync: bool = True,
+    retention: bool = True,
     soak_minutes: float = 0.0,
 ) -> dict[str, Any]:
     """Every phase in order; the figures of the issue's contract, plus details."""
@@ -228,6 +240,8 @@ def run_all(
         if infer.get("infer_wall_ms_escalated_p50")
         else None
     )
+    skipped_retention: dict[str, Any] = {"retention_note": "skipped (--no-retention)"}
+    kept = retention_figures(ctx) if retention else skipped_retention
     skipped_mqtt: dict[str, Any] = {"mqtt_note": "skipped (--no-mqtt)"}
     delivered = delivery.mqtt_figures(ctx, pipeline_fps) if mqtt else skipped_mqtt
     latency_to = "mqtt receipt (subscriber in another process)"
@@ -312,6 +326,7 @@ def run_all(
         "pipeline_kernel_cpu_ms": peak["kernel_cpu_ms_per_part"],
         "kernel_cpu_ms_per_part_by_thread": peak["kernel_cpu_ms_per_part_by_thread"],
         "pipeline_switches_per_part": peak["switches_per_part"],
+        **kept,
         "service_ms": service_ms,
         "latency_measured_to": latency_to,
         **delivered,
@@ -505,6 +520,14 @@ def render_table(figures: dict[str, Any]) -> str:
             "INT8 vs FP32",
             fmt(figures["int8_speedup"], " x"),
             f"{figures.get('int8_model') or ''} (target >= 1.5)",
+        ),
+        (
+            f"kept images ({figures.get('retention', 'n/a')}): cost",
+            fmt(_pct(figures.get("retention_cost")), " %"),
+            f"pipeline max {fmt(figures.get('pipeline_fps_no_retention'))} fps keeping none; "
+            f"{fmt(figures.get('retention_cpu_ms_per_part'))} CPU-ms per part more, "
+            f"{fmt(figures.get('retention_kernel_cpu_ms_per_part'))} of it in the kernel; "
+            f"{fmt(_pct(figures.get('retention_written_share')))} % of the frames due written",
         ),
         ("store, broker down", fmt(figures["store_rows_per_s_broker_down"], " rows/s"), ""),
         (

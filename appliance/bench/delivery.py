@@ -73,21 +73,27 @@ def cpu_share(run: dict[str, Any], roles: tuple[str, ...]) -> float:
 
 
 def paired_costs(
-    ctx: BenchContext, label: str, modes: dict[str, Delivery], roles: tuple[str, ...], rounds: int = 3
+    ctx: BenchContext,
+    label: str,
+    modes: dict[str, Delivery],
+    roles: tuple[str, ...],
+    rounds: int = 3,
+    base_delivery: Delivery | None = None,
 ) -> dict[str, Any]:
-    """What delivering costs at the pipeline's maximum, per mode, from paired windows.
+    """What a duty costs at the pipeline's maximum, per mode, from paired windows.
 
-    Each round runs a window without delivery and then one window per mode: the box's other
-    tenants move throughput by several per cent from one minute to the next, and a ratio of
-    neighbouring windows cancels most of that. Per mode: the median over rounds of the
-    throughput cost (1 - fps / paired fps), of the own-CPU cost and of the CPU share of the
-    delivering threads (`roles`) and the peer, the median window's fps, and its CPU per part by
-    thread.
+    Each round runs a window without the duty (`base_delivery`: none by default) and then one
+    window per mode: the box's other tenants move throughput by several per cent from one
+    minute to the next, and a ratio of neighbouring windows cancels most of that. Per mode: the
+    median over rounds of the throughput cost (1 - fps / paired fps), of the own-CPU cost, of
+    the extra CPU (and kernel CPU) per part and of the CPU share of the duty's threads (`roles`)
+    and the peer; the median window's fps and CPU per part by thread, and the median base
+    window's.
     """
     pairs: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {mode: [] for mode in modes}
     for n in range(rounds):
         ctx.progress(f"pipeline maximum, {label}: round {n + 1} of {rounds}")
-        base = max_window(ctx, f"{label}-none{n}")
+        base = max_window(ctx, f"{label}-none{n}", base_delivery)
         for mode, delivery in modes.items():
             pairs[mode].append((base, max_window(ctx, f"{label}-{mode}{n}", delivery)))
     out: dict[str, Any] = {}
@@ -95,17 +101,22 @@ def paired_costs(
         costs = [1.0 - run["parts_per_s"] / base["parts_per_s"] for base, run in runs]
         own = [own_cost(base["cpu_ms_per_part"], run["cpu_ms_per_part"]) for base, run in runs]
         extra = [run["cpu_ms_per_part"] - base["cpu_ms_per_part"] for base, run in runs]
+        kernel = [run["kernel_cpu_ms_per_part"] - base["kernel_cpu_ms_per_part"] for base, run in runs]
         shares = [cpu_share(run, roles) for _, run in runs]
         typical = median_run([run for _, run in runs])
+        typical_base = median_run([base for base, _ in runs])
         out[mode] = {
             "fps": typical["parts_per_s"],
+            "base_fps": typical_base["parts_per_s"],
             "cost": statistics.median(costs),
             "costs": [round(cost, 4) for cost in costs],
             "own_cost": statistics.median(own),
             "cpu_ms_per_part": statistics.median(extra),
+            "kernel_cpu_ms_per_part": statistics.median(kernel),
             "cpu_share": statistics.median(shares),
             "cpu_shares": [round(share, 4) for share in shares],
             "by_thread": typical["cpu_ms_per_part_by_thread"],
+            "base_by_thread": typical_base["cpu_ms_per_part_by_thread"],
             "components": typical["components"],
         }
     return out

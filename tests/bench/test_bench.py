@@ -95,6 +95,11 @@ def test_bench_json_has_every_contract_key(tmp_path: Path, models_dir: Path) -> 
     assert figures["capacity"]["required_fps"] == 20
     assert isinstance(figures["capacity"]["fits"], bool)
     assert figures["pipeline_unrefined"] >= 0 and figures["overload_unrefined"] >= 0
+    # kept images, as configured (the default keeps fails) against none, in paired windows
+    assert figures["retention"] == "fails" and figures["pipeline_fps_no_retention"] > 0
+    assert "sync-keeper" not in figures["cpu_ms_per_part_by_thread_no_retention"]
+    assert "sync-keeper" in figures["cpu_ms_per_part_by_thread_retention"]
+    assert 0 < figures["retention_written_share"] <= 1
     from appliance.bench.broker import mosquitto_path
 
     if mosquitto_path() is not None:  # the OT side really received results, and a backlog drained
@@ -113,6 +118,7 @@ def test_bench_json_has_every_contract_key(tmp_path: Path, models_dir: Path) -> 
     table = render_table(figures)  # what `appliance bench` prints without --json
     assert "x single frame (target <= 5)" in table and "every core" in table
     assert "a process per core" in table and "in the kernel" in table
+    assert "kept images (fails): cost" in table
 
 
 def test_bench_refuses_a_workdir_it_cannot_write(tmp_path: Path) -> None:
