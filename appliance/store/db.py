@@ -191,6 +191,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX sync_hard_cases_unsynced ON hard_cases (id) WHERE synced_ms IS NULL;
     CREATE INDEX sync_labels_unsynced ON labels (id) WHERE synced_ms IS NULL;
     """,
+    # 5: a kept part's defect map (a few KB of PNG, meaningless without its row) in the row,
+    # committed with it: one file per kept part instead of two. Rows kept before keep map_path.
+    """
+    ALTER TABLE images ADD COLUMN map_png BLOB;
+    """,
 ]
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from appliance.config import SyncConfig
 from appliance.inference.runtime import Defect
 from appliance.results import now_ms
-from appliance.sync.images import day_path, safe_name
+from appliance.sync.images import day_path, kept_map, safe_name
 from appliance.sync.privacy import Policy, apply_masks, crop_boxes, crop_defects, encode_jpeg, encode_png
 
 logger = logging.getLogger(__name__)
@@ -143,9 +143,7 @@ def _add_images(
     rects = config.masks.get(camera or "", [])
     masked = apply_masks(frame, rects) if rects else frame
     quality = config.images.jpeg_quality
-    defect_map = None
-    if image["map_path"]:
-        defect_map = cv2.imread(str(root / image["map_path"]), cv2.IMREAD_GRAYSCALE)
+    defect_map = kept_map(image, root)
     if Policy(config.policy).frames:
         # Without masks the kept JPEG goes as it is (no second lossy encoding).
         data = encode_jpeg(masked, quality) if rects else (root / image["path"]).read_bytes()

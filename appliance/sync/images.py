@@ -1,10 +1,13 @@
 """Frames kept on disk at capture time, within a disk budget: the writer of the `images` table.
 
 Frames are JPEG (a frame read from a JPEG file is kept as that file, less its metadata,
-thumbnails and trailers: no second lossy encoding, no encoding cost), defect maps PNG, under
+thumbnails and trailers: no second lossy encoding, no encoding cost) under
 ``<state_dir>/images/yyyy/mm/dd/<line>/`` (paths in the table are relative to
-``<state_dir>/images``). When the budget or the age limit is exceeded,
-images go in this order, oldest first within each class:
+``<state_dir>/images``). A defect map is an 8-bit PNG in the frame's row (`map_png`): a few KB
+that mean nothing without the row, committed with it, and one file fewer per kept part
+(creating a file is most of the keeper's cost; rows kept before have a `map_path` file).
+When the budget or the age limit is exceeded, images go in this order, oldest first within
+each class:
 
 1. already synced (their pixels, as far as the policy allows, are in the cloud);
 2. never due for sync (not a hard case or labelled, or the policy sends no pixels): counted;
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from appliance.config import ImagesConfig
@@ -51,7 +55,7 @@ class SavedImage:
     camera: str
     ts_capture_ms: int
     path: str
-    map_path: str | None
+    map_png: bytes | None
     width: int
     height: int
     bytes: int
@@ -75,6 +79,22 @@ def map_to_png(defect_map: np.ndarray) -> bytes:
     """A defect map in [0, 1] as an 8-bit PNG."""
     scaled = np.clip(np.asarray(defect_map, np.float32), 0.0, 1.0) * 255.0
     return encode_png(scaled.round().astype(np.uint8))
+
+
+def png_to_map(data: bytes) -> np.ndarray | None:
+    """The 8-bit map of `map_to_png` (None: not a PNG it can read)."""
+    decoded: np.ndarray | None = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    return decoded
+
+
+def kept_map(row: sqlite3.Row, root: Path) -> np.ndarray | None:
+    """An `images` row's defect map as 8-bit grayscale: from the row, or from the file of a row
+    kept before maps moved into the rows (None: no map, or unreadable)."""
+    if row["map_png"]:
+        return png_to_map(row["map_png"])
+    if row["map_path"]:
+        return cv2.imread(str(root / row["map_path"]), cv2.IMREAD_GRAYSCALE)
+    return None
 
 
 class ImageStore:
@@ -109,11 +129,9 @@ class ImageStore:
     # --- saving ---------------------------------------------------------------------------
 
     def save(self, frame: Frame, verdict: Verdict, reason: str) -> SavedImage | None:
-        """Encode and write the frame (and map); None when the disk refuses (counted)."""
-        folder = f"{day_path(frame.ts_capture_ms)}/{safe_name(frame.line)}"
-        name = safe_name(frame.part_id)
-        rel = f"{folder}/{name}.jpg"
-        rel_map = f"{folder}/{name}.map.png" if verdict.defect_map is not None else None
+        """Encode and write the frame, encode the map for the row; None when the disk refuses
+        (counted)."""
+        rel = f"{day_path(frame.ts_capture_ms)}/{safe_name(frame.line)}/{safe_name(frame.part_id)}.jpg"
         created: list[str] = []
         try:
             # A frame read from a JPEG file is kept as that file, less its metadata (None: it
@@ -121,10 +139,9 @@ class ImageStore:
             data = without_metadata(frame.encoded) if frame.encoded else None
             data = data or encode_jpeg(frame.image, self.config.jpeg_quality)
             # The frame's file is created exclusively: a part kept before (e.g. before a
-            # restart, then refined) keeps its files; this second copy is not written.
-            written = self._write(rel, data, created, exclusive=True)
-            if rel_map is not None and verdict.defect_map is not None:
-                written += self._write(rel_map, map_to_png(verdict.defect_map), created)
+            # restart, then refined) keeps its file and row; this second copy is not written.
+            written = self._create(rel, data, created)
+            map_png = map_to_png(verdict.defect_map) if verdict.defect_map is not None else None
         except FileExistsError:
             self.already_kept += 1
             return None
@@ -144,21 +161,21 @@ class ImageStore:
             camera=frame.camera,
             ts_capture_ms=frame.ts_capture_ms,
             path=rel,
-            map_path=rel_map,
+            map_png=map_png,
             width=int(width),
             height=int(height),
-            bytes=written,
+            bytes=written + len(map_png or b""),
             reason=reason,
             created_ms=now_ms(),
         )
 
-    def _write(self, rel: str, data: bytes, created: list[str], *, exclusive: bool = False) -> int:
-        # One open/write/close per file: creating files is most of the keeper's cost. No
-        # temp-and-rename: the row that makes a file visible commits only after the write
+    def _create(self, rel: str, data: bytes, created: list[str]) -> int:
+        # One open/write/close: creating the file is most of the keeper's cost. No
+        # temp-and-rename: the row that makes the file visible commits only after the write
         # returned (a failed write is removed by `save`), and neither way survives a power cut
         # without fsync.
         path = os.path.join(self.root, rel)
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         try:
             fd = os.open(path, flags, 0o640)
         except FileNotFoundError:  # the first image of a day or line
@@ -178,7 +195,7 @@ class ImageStore:
 
         def op(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
-                "INSERT OR IGNORE INTO images (part_id, line, camera, ts_capture_ms, path, map_path, "
+                "INSERT OR IGNORE INTO images (part_id, line, camera, ts_capture_ms, path, map_png, "
                 "width, height, bytes, reason, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     saved.part_id,
@@ -186,7 +203,7 @@ class ImageStore:
                     saved.camera,
                     saved.ts_capture_ms,
                     saved.path,
-                    saved.map_path,
+                    saved.map_png,
                     saved.width,
                     saved.height,
                     saved.bytes,
@@ -205,7 +222,7 @@ class ImageStore:
             self.count += 1
             self.bytes_total += saved.bytes
         else:
-            self._unlink(saved.path, saved.map_path)
+            self._unlink(saved.path)
 
     # --- eviction -------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from appliance.live import Snapshot, annotate
+from appliance.sync.images import png_to_map
 
 if TYPE_CHECKING:
     from appliance.service import Service
@@ -52,7 +53,7 @@ def locate(service: Service, part_id: str) -> Located | None:
     """Where the image is, without decoding it."""
     row = _retained_row(service, part_id)
     if row is not None and _inside(service, row["path"]) is not None:
-        has_map = _inside(service, row["map_path"]) is not None
+        has_map = bool(row["map_png"]) or _inside(service, row["map_path"]) is not None
         return Located("retained", int(row["width"]), int(row["height"]), has_map)
     snap = service.live.recent(part_id)
     if snap is not None:
@@ -68,7 +69,7 @@ def load(service: Service, part_id: str) -> PartImage | None:
         path = _inside(service, row["path"])
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path is not None else None
         if image is not None:
-            return PartImage(image, _load_map(service, row["map_path"]), "retained")
+            return PartImage(image, _load_map(service, row), "retained")
     snap = service.live.recent(part_id)
     if snap is not None:
         return PartImage(snap.frame.image, snap.verdict.defect_map, "recent")
@@ -97,7 +98,7 @@ def heat_png(defect_map: np.ndarray) -> bytes:
 def _retained_row(service: Service, part_id: str) -> sqlite3.Row | None:
     row: sqlite3.Row | None = (
         service.reader.conn()
-        .execute("SELECT path, map_path, width, height FROM images WHERE part_id = ?", (part_id,))
+        .execute("SELECT path, map_path, map_png, width, height FROM images WHERE part_id = ?", (part_id,))
         .fetchone()
     )
     return row
@@ -114,8 +115,11 @@ def _inside(service: Service, relative: str | None) -> Path | None:
     return path
 
 
-def _load_map(service: Service, relative: str | None) -> np.ndarray | None:
-    path = _inside(service, relative)
+def _load_map(service: Service, row: sqlite3.Row) -> np.ndarray | None:
+    if row["map_png"]:
+        stored = png_to_map(row["map_png"])
+        return None if stored is None else stored.astype(np.float32) / 255.0
+    path = _inside(service, row["map_path"])  # a row kept before maps moved into the rows
     if path is None:
         return None
     if path.suffix == ".npy":

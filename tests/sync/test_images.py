@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from appliance.config import ImagesConfig
 from appliance.events import EventBus
-from appliance.results import Frame
+from appliance.results import Frame, now_ms
 from appliance.store.db import connect
 from appliance.store.writer import StoreWriter
-from appliance.sync.images import ALARM_KEY, ImageStore, SavedImage
+from appliance.sync import images
+from appliance.sync.images import ALARM_KEY, ImageStore, SavedImage, kept_map, map_to_png
 from hardware.sources.jpeg import without_metadata
 from tests.hardware.jpegs import SECRET, after_jfif, jpeg_with_metadata, segment
 from tests.sync.support import flush, make_verdict, mark_hard_case
@@ -42,16 +45,21 @@ def sql(writer: StoreWriter, statement: str, *params: object) -> None:
     writer.call(lambda c: c.execute(statement, params)).result()
 
 
-def test_saves_jpeg_and_map_png_with_a_row(tmp_path: Path, writer: StoreWriter) -> None:
+def test_saves_a_jpeg_file_and_a_row_holding_the_map(tmp_path: Path, writer: StoreWriter) -> None:
     store = ImageStore(tmp_path / "images", ImagesConfig(), EventBus())
     saved = keep(store, writer, "part-1", with_map=True)
-    assert saved.path.endswith("/line1/part-1.jpg") and saved.map_path and saved.map_path.endswith(".map.png")
+    assert saved.path.endswith("/line1/part-1.jpg")
     frame = cv2.imread(str(tmp_path / "images" / saved.path), cv2.IMREAD_UNCHANGED)
     assert frame.shape == (240, 320)
-    assert cv2.imread(str(tmp_path / "images" / saved.map_path), cv2.IMREAD_GRAYSCALE).shape == (8, 8)
+    # one file per kept part: the map is in the row
+    assert [f.name for f in (tmp_path / "images" / saved.path).parent.iterdir()] == ["part-1.jpg"]
     conn = connect(writer.path, readonly=True)
     row = conn.execute("SELECT * FROM images").fetchone()
     assert (row["part_id"], row["width"], row["height"], row["bytes"]) == ("part-1", 320, 240, saved.bytes)
+    stored = kept_map(row, tmp_path / "images")
+    assert stored is not None and stored.shape == (8, 8)
+    assert np.array_equal(stored, np.round(np.linspace(0, 1, 64).reshape(8, 8) * 255).astype(np.uint8))
+    assert saved.bytes == (tmp_path / "images" / saved.path).stat().st_size + len(row["map_png"])
     # A second save of the same part keeps the first and removes the duplicate files' bytes.
     again = store.save(Frame("line1", "cam1", "part-1", 0, 0, 0.0, frame), make_verdict("part-1"), "x")
     assert again is not None
@@ -73,19 +81,38 @@ def test_a_part_kept_again_keeps_its_first_files(tmp_path: Path, writer: StoreWr
     assert store.already_kept == 1 and store.write_errors == 0
 
 
-def test_a_failed_write_leaves_no_file_behind(tmp_path: Path, writer: StoreWriter) -> None:
+def test_a_failed_write_leaves_no_file_behind(
+    tmp_path: Path, writer: StoreWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = ImageStore(tmp_path / "images", ImagesConfig(), EventBus())
     saved = keep(store, writer, "part-1")  # creates the day folder
     folder = (tmp_path / "images" / saved.path).parent
-    (folder / "part-2.map.png").mkdir()  # the map cannot be written: the frame must go too
-    base = make_verdict("part-2", verdict="fail", score=0.9)
-    verdict = base.__class__(**{**_fields(base), "defect_map": np.linspace(0, 1, 64).reshape(8, 8)})
-    frame = Frame(
-        "line1", "cam1", "part-2", 0, verdict.ts_capture_ms, time.monotonic(), np.zeros((8, 8), np.uint8)
-    )
-    assert store.save(frame, verdict, "fail") is None
-    assert store.write_errors == 1
+
+    def disk_full(fd: int, data: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(images.os, "write", disk_full)  # the file is created, its bytes refused
+    frame = Frame("line1", "cam1", "part-2", 0, now_ms(), time.monotonic(), np.zeros((8, 8), np.uint8))
+    assert store.save(frame, make_verdict("part-2", verdict="fail", score=0.9), "fail") is None
+    assert store.write_errors == 1 and "No space left" in (store.last_error or "")
     assert not (folder / "part-2.jpg").exists()
+
+
+def test_a_map_kept_in_a_file_before_schema_5_is_read_and_evicted_with_its_frame(
+    tmp_path: Path, writer: StoreWriter
+) -> None:
+    store = ImageStore(tmp_path / "images", ImagesConfig(budget_mb=1), EventBus())
+    saved = keep(store, writer, "old-part")
+    map_rel = saved.path.replace(".jpg", ".map.png")
+    (tmp_path / "images" / map_rel).write_bytes(map_to_png(np.eye(8)))
+    sql(writer, "UPDATE images SET map_path = ?, created_ms = 0 WHERE part_id = 'old-part'", map_rel)
+    conn = connect(writer.path, readonly=True)
+    row = conn.execute("SELECT * FROM images WHERE part_id = 'old-part'").fetchone()
+    stored = kept_map(row, tmp_path / "images")
+    assert stored is not None and np.array_equal(stored, (np.eye(8) * 255).astype(np.uint8))
+    assert store.evict(conn, writer.call, pixels_leave=False) == 1  # older than max_age_days
+    assert not (tmp_path / "images" / map_rel).exists() and not (tmp_path / "images" / saved.path).exists()
+    conn.close()
 
 
 def test_eviction_order_synced_then_never_due_then_unsynced_with_alarm(

@@ -16,6 +16,7 @@ import numpy as np
 from appliance.config import load_settings
 from appliance.service import Service
 from appliance.store.db import connect
+from appliance.sync.images import map_to_png
 from appliance.wiring import add_components
 
 REPO = Path(__file__).resolve().parents[2]
@@ -129,25 +130,29 @@ class Console:
             time.sleep(0.2)
         raise AssertionError("no failing part with defect boxes")
 
-    def retain(self, part: dict[str, Any], reason: str = "uncertain") -> None:
-        """Store `part` as the sync work would: an image (and map) on disk, `images` and `hard_cases` rows."""
+    def retain(self, part: dict[str, Any], reason: str = "uncertain", *, map_file: bool = False) -> None:
+        """Store `part` as the sync work would: an image on disk, its map in the `images` row
+        (`map_file`: in a file beside the image, as boxes kept them before schema version 5),
+        `images` and `hard_cases` rows."""
         snap = self.service.live.recent(part["part_id"])
         image = snap.frame.image if snap is not None else np.full((320, 320), 128, np.uint8)
         folder = self.service.state_dir / "images" / part["line"]
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{part['part_id']}.png"
         cv2.imwrite(str(path), image)
-        map_rel = None
+        map_rel, map_png = None, None
         if snap is not None and snap.verdict.defect_map is not None:
-            heat = (np.clip(snap.verdict.defect_map, 0, 1) * 255).astype(np.uint8)
-            cv2.imwrite(str(folder / f"{part['part_id']}.map.png"), heat)
-            map_rel = f"{part['line']}/{part['part_id']}.map.png"
+            map_png = map_to_png(snap.verdict.defect_map)
+            if map_file:
+                (folder / f"{part['part_id']}.map.png").write_bytes(map_png)
+                map_rel, map_png = f"{part['line']}/{part['part_id']}.map.png", None
         height, width = image.shape[:2]
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT OR REPLACE INTO images (part_id, line, camera, ts_capture_ms, path, map_path, width, "
-                "height, bytes, reason, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO images (part_id, line, camera, ts_capture_ms, path, map_path, "
+                "map_png, width, height, bytes, reason, created_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     part["part_id"],
                     part["line"],
@@ -155,6 +160,7 @@ class Console:
                     part["ts_capture_ms"],
                     f"{part['line']}/{part['part_id']}.png",
                     map_rel,
+                    map_png,
                     width,
                     height,
                     path.stat().st_size,

@@ -103,6 +103,28 @@ def test_label_round_trip_counts_as_dispute(console: Console) -> None:
         assert api.post(f"/api/parts/{part['part_id']}/labels", json={"verdict": "pass"}).status_code == 403
 
 
+def test_a_kept_defect_map_is_served_from_its_row_and_from_an_older_file(console: Console) -> None:
+    part = console.failing_part()
+    maps = {}
+    with console.api("viewer") as api:
+        for map_file in (True, False):  # kept before schema version 5 (a file), then as now
+            console.retain(part, map_file=map_file)
+            image = api.get(f"/api/parts/{part['part_id']}/image.jpg")
+            assert image.status_code == 200 and image.headers["x-image-source"] == "retained"
+            answer = api.get(f"/api/parts/{part['part_id']}/map.png")
+            assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+            maps[map_file] = answer.content
+    assert maps[True] == maps[False]
+    conn = console.db()
+    try:
+        row = conn.execute(
+            "SELECT map_path, map_png FROM images WHERE part_id = ?", (part["part_id"],)
+        ).fetchone()
+    finally:
+        conn.close()
+    assert row["map_path"] is None and row["map_png"]
+
+
 def test_session_writes_need_the_csrf_token(console: Console) -> None:
     part = console.failing_part()
     with session(console, "operator") as (client, csrf):
