@@ -191,8 +191,9 @@ MIGRATIONS: list[str] = [
     CREATE INDEX sync_hard_cases_unsynced ON hard_cases (id) WHERE synced_ms IS NULL;
     CREATE INDEX sync_labels_unsynced ON labels (id) WHERE synced_ms IS NULL;
     """,
-    # 5: a kept part's defect map (a few KB of PNG, meaningless without its row) in the row,
-    # committed with it: one file per kept part instead of two. Rows kept before keep map_path.
+    # 5: a kept part's defect map (a PNG of a few hundred bytes, meaningless without its row)
+    # in the row, committed with it: one file per kept part instead of two. Rows kept before
+    # keep their map_path file.
     """
     ALTER TABLE images ADD COLUMN map_png BLOB;
     """,

@@ -3,8 +3,8 @@
 Frames are JPEG (a frame read from a JPEG file is kept as that file, less its metadata,
 thumbnails and trailers: no second lossy encoding, no encoding cost) under
 ``<state_dir>/images/yyyy/mm/dd/<line>/`` (paths in the table are relative to
-``<state_dir>/images``). A defect map is an 8-bit PNG in the frame's row (`map_png`): a few KB
-that mean nothing without the row, committed with it, and one file fewer per kept part
+``<state_dir>/images``). A defect map is an 8-bit PNG in the frame's row (`map_png`): a few
+hundred bytes that mean nothing without the row, committed with it, and one file fewer per kept part
 (creating a file is most of the keeper's cost; rows kept before have a `map_path` file).
 When the budget or the age limit is exceeded, images go in this order, oldest first within
 each class:
