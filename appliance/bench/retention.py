@@ -3,9 +3,9 @@
 The default keeps every fail, and the bench's sources fail far more often than a line: one part
 in five on the simulator, one in four of the tile photos. So the configured retention is a large
 part of the pipeline's overhead on them, and how large depends on the storage: creating a file
-costs 20 us to 0.6 ms of kernel CPU by folder on the development VM (docs/performance.md, "Kept
-images on this VM"). Paired windows, as for publishing: the pipeline's maximum as configured
-against the same without kept images.
+costs 20 us to 1 ms of kernel CPU by folder and by the minute on the development VM
+(docs/performance.md, "Kept images on this VM"). Paired windows, as for publishing: the
+pipeline's maximum as configured against the same without kept images.
 """
 
 from __future__ import annotations

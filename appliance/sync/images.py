@@ -4,8 +4,9 @@ Frames are JPEG (a frame read from a JPEG file is kept as that file, less its me
 thumbnails and trailers: no second lossy encoding, no encoding cost) under
 ``<state_dir>/images/yyyy/mm/dd/<line>/`` (paths in the table are relative to
 ``<state_dir>/images``). A defect map is an 8-bit PNG in the frame's row (`map_png`): a few
-hundred bytes that mean nothing without the row, committed with it, and one file fewer per kept part
-(creating a file is most of the keeper's cost; rows kept before have a `map_path` file).
+hundred bytes that mean nothing without the row, committed with it, and one file fewer per
+kept part (creating a file is most of the keeper's cost; rows kept before have a `map_path`
+file).
 When the budget or the age limit is exceeded, images go in this order, oldest first within
 each class:
 
@@ -132,21 +133,19 @@ class ImageStore:
         """Encode and write the frame, encode the map for the row; None when the disk refuses
         (counted)."""
         rel = f"{day_path(frame.ts_capture_ms)}/{safe_name(frame.line)}/{safe_name(frame.part_id)}.jpg"
-        created: list[str] = []
         try:
+            map_png = map_to_png(verdict.defect_map) if verdict.defect_map is not None else None
             # A frame read from a JPEG file is kept as that file, less its metadata (None: it
             # holds something the allowlist does not know, so the pixels are encoded).
             data = without_metadata(frame.encoded) if frame.encoded else None
             data = data or encode_jpeg(frame.image, self.config.jpeg_quality)
             # The frame's file is created exclusively: a part kept before (e.g. before a
             # restart, then refined) keeps its file and row; this second copy is not written.
-            written = self._create(rel, data, created)
-            map_png = map_to_png(verdict.defect_map) if verdict.defect_map is not None else None
+            written = self._create(rel, data)
         except FileExistsError:
             self.already_kept += 1
             return None
         except (OSError, ValueError) as exc:
-            self._unlink(*created)  # no partial file stays behind without a row
             self.write_errors += 1
             self.last_error = f"{rel}: {exc}"
             logger.warning(
@@ -169,11 +168,11 @@ class ImageStore:
             created_ms=now_ms(),
         )
 
-    def _create(self, rel: str, data: bytes, created: list[str]) -> int:
+    def _create(self, rel: str, data: bytes) -> int:
         # One open/write/close: creating the file is most of the keeper's cost. No
         # temp-and-rename: the row that makes the file visible commits only after the write
-        # returned (a failed write is removed by `save`), and neither way survives a power cut
-        # without fsync.
+        # returned (a failed write removes its file: none stays behind without a row), and
+        # neither way survives a power cut without fsync.
         path = os.path.join(self.root, rel)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         try:
@@ -181,13 +180,15 @@ class ImageStore:
         except FileNotFoundError:  # the first image of a day or line
             os.makedirs(os.path.dirname(path), exist_ok=True)
             fd = os.open(path, flags, 0o640)
-        created.append(rel)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-        finally:
+        except OSError:
             os.close(fd)
+            self._unlink(rel)
+            raise
+        os.close(fd)
         return len(data)
 
     def insert_op(self, saved: SavedImage) -> Callable[[sqlite3.Connection], bool]:
